@@ -1,0 +1,10 @@
+"""The ``contrast`` command line. Each command lives in its own module and registers here."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Confidential Kubernetes: generate manifests, set them, verify and recover the Coordinator."""
