@@ -1,0 +1,235 @@
+"""AMD's Key Distribution Service (KDS): VCEKs and ASK/ARK chains, with a cache directory.
+
+Where the evidence does not carry the certificates (a host that provides no certificate
+table), the VCEK is fetched from KDS by product, chip ID and reported TCB. KDS rate-limits
+hard (HTTP 429), and a verifier in a cluster should not depend on it being reachable, so
+every certificate is kept in a cache directory, and offline mode reads only that cache.
+
+Cached files are public certificates, not secrets, and are not trusted: everything read
+from the cache or the network goes through the full chain verification against the pinned
+roots afterwards. A tampered cache can only make verification fail, never pass.
+
+Cache layout (one file per certificate, written atomically)::
+
+    CACHE/vcek/<Product>/<hwid hex>-<tcb>.der   (e.g. .../3ac3...6b5d-bl2-tee0-snp5-ucode68.der)
+    CACHE/cert_chain/<vcek|vlek>-<Product>.pem  ASK (or ASVK) then ARK, as KDS serves them
+
+URLs (KDS interface specification, AMD publication 57230)::
+
+    https://kdsintf.amd.com/vcek/v1/<Product>/<hwid hex>?blSPL=..&teeSPL=..&snpSPL=..&ucodeSPL=..
+    https://kdsintf.amd.com/<vcek|vlek>/v1/<Product>/cert_chain
+
+On Turin the hardware ID in the URL is the first 8 bytes of the chip ID and the FMC level
+is an extra parameter (``fmcSPL``).
+"""
+
+from __future__ import annotations
+
+import logging
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from contrast.attestation.snp.certchain import (
+    AMD_ROOT_KEYS,
+    CertificateChainError,
+    load_ask_ark_pem,
+    parse_certificate,
+    product_of_root,
+)
+from contrast.attestation.snp.report import Product, SigningKey, TcbVersion
+from contrast.files import atomic_write
+from contrast.log import event
+
+log = logging.getLogger("contrast.attestation.snp.kds")
+
+KDS_BASE_URL = "https://kdsintf.amd.com"
+DEFAULT_TIMEOUT_SECONDS = 10.0
+DEFAULT_ATTEMPTS = 4
+TURIN_HARDWARE_ID_BYTES = 8
+MAX_RESPONSE_BYTES = 64 * 1024
+
+
+class KdsError(Exception):
+    """A certificate could not be obtained; the message says which and what to do."""
+
+
+class CertificateUnavailable(KdsError):
+    """Neither the cache nor (in online mode) KDS has the certificate."""
+
+
+class KdsTransientError(KdsError):
+    """KDS is rate-limiting, failing, or unreachable; trying again later may work."""
+
+
+@dataclass(frozen=True)
+class HttpResponse:
+    status: int
+    body: bytes
+
+
+# GET a URL; return the status and body, or raise OSError when no response arrives.
+Transport = Callable[[str, float], HttpResponse]
+
+
+def urllib_transport(url: str, timeout: float) -> HttpResponse:
+    request = urllib.request.Request(url, headers={"User-Agent": "contrast-snp-verifier"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return HttpResponse(response.status, response.read(MAX_RESPONSE_BYTES + 1))
+    except urllib.error.HTTPError as error:
+        return HttpResponse(error.code, b"")
+
+
+def hardware_id_for_url(product: Product, chip_id: bytes) -> str:
+    if product is Product.TURIN:
+        return chip_id[:TURIN_HARDWARE_ID_BYTES].hex()
+    return chip_id.hex()
+
+
+def vcek_url(base_url: str, product: Product, chip_id: bytes, tcb: TcbVersion) -> str:
+    parameters = [] if product is not Product.TURIN else [f"fmcSPL={tcb.fmc or 0}"]
+    parameters += [
+        f"blSPL={tcb.bootloader}",
+        f"teeSPL={tcb.tee}",
+        f"snpSPL={tcb.snp}",
+        f"ucodeSPL={tcb.microcode}",
+    ]
+    hardware_id = hardware_id_for_url(product, chip_id)
+    return f"{base_url}/vcek/v1/{product.value}/{hardware_id}?{'&'.join(parameters)}"
+
+
+def cert_chain_url(base_url: str, product: Product, signing_key: SigningKey) -> str:
+    return f"{base_url}/{signing_key.name.lower()}/v1/{product.value}/cert_chain"
+
+
+def _tcb_file_label(tcb: TcbVersion) -> str:
+    label = f"bl{tcb.bootloader}-tee{tcb.tee}-snp{tcb.snp}-ucode{tcb.microcode}"
+    return label if tcb.fmc is None else f"fmc{tcb.fmc}-{label}"
+
+
+class KdsClient:
+    """Certificates from a cache directory, and from KDS unless ``offline``."""
+
+    def __init__(
+        self,
+        cache_dir: Path,
+        *,
+        offline: bool = False,
+        base_url: str = KDS_BASE_URL,
+        transport: Transport = urllib_transport,
+        timeout: float = DEFAULT_TIMEOUT_SECONDS,
+        attempts: int = DEFAULT_ATTEMPTS,
+        retry_wait_seconds: float = 1.0,
+    ) -> None:
+        self.cache_dir = cache_dir
+        self.offline = offline
+        self.base_url = base_url.rstrip("/")
+        self._transport = transport
+        self._timeout = timeout
+        self._attempts = attempts
+        self._retry_wait_seconds = retry_wait_seconds
+
+    def vcek_path(self, product: Product, chip_id: bytes, tcb: TcbVersion) -> Path:
+        name = f"{hardware_id_for_url(product, chip_id)}-{_tcb_file_label(tcb)}.der"
+        return self.cache_dir / "vcek" / product.value / name
+
+    def cert_chain_path(self, product: Product, signing_key: SigningKey) -> Path:
+        return self.cache_dir / "cert_chain" / f"{signing_key.name.lower()}-{product.value}.pem"
+
+    def vcek(self, product: Product, chip_id: bytes, tcb: TcbVersion) -> bytes:
+        """The DER VCEK of ``chip_id`` at ``tcb`` (the report's REPORTED_TCB)."""
+        what = f"VCEK for {product.value} chip {chip_id.hex()[:16]}... at {tcb.describe()}"
+        path = self.vcek_path(product, chip_id, tcb)
+
+        def check(body: bytes) -> None:
+            parse_certificate(body, "VCEK")
+
+        return self._cached_or_fetched(
+            what, path, vcek_url(self.base_url, product, chip_id, tcb), check
+        )
+
+    def cert_chain(
+        self, product: Product, signing_key: SigningKey = SigningKey.VCEK
+    ) -> tuple[bytes, bytes]:
+        """The DER intermediate (ASK/ASVK) and root (ARK) for ``product``."""
+        what = f"{product.value} {signing_key.name} certificate chain (ASK and ARK)"
+        path = self.cert_chain_path(product, signing_key)
+
+        def check(body: bytes) -> None:
+            _, ark = load_ask_ark_pem(body, what)
+            if product_of_root(ark, {product: AMD_ROOT_KEYS[product]}) is not product:
+                raise CertificateChainError(f"{what}: ARK is not the pinned {product.value} root")
+
+        body = self._cached_or_fetched(
+            what, path, cert_chain_url(self.base_url, product, signing_key), check
+        )
+        ask, ark = load_ask_ark_pem(body, what)
+        return ask.der, ark.der
+
+    def _cached_or_fetched(
+        self, what: str, path: Path, url: str, check: Callable[[bytes], None]
+    ) -> bytes:
+        try:
+            cached = path.read_bytes()
+        except FileNotFoundError:
+            cached = None
+        if cached is not None:
+            try:
+                check(cached)
+            except CertificateChainError as error:
+                raise KdsError(
+                    f"cached {what} at {path} is corrupt ({error}); delete the file so it is "
+                    "fetched again"
+                ) from None
+            return cached
+        if self.offline:
+            raise CertificateUnavailable(
+                f"{what} is not in the cache ({path}) and offline mode forbids fetching it "
+                f"from {url}; fetch it once without --offline or place the file there"
+            )
+        body = self._fetch(what, url)
+        try:
+            check(body)
+        except CertificateChainError as error:
+            raise KdsError(f"{url} returned something that is not the {what}: {error}") from None
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, body, mode=0o644)
+        event(log, "kds-cached", what=what, path=path, bytes=len(body))
+        return body
+
+    def _fetch(self, what: str, url: str) -> bytes:
+        retrying = Retrying(
+            stop=stop_after_attempt(self._attempts),
+            wait=wait_exponential(multiplier=self._retry_wait_seconds, max=30),
+            retry=retry_if_exception_type(KdsTransientError),
+            reraise=True,
+        )
+        for attempt in retrying:
+            with attempt:
+                return self._fetch_once(what, url)
+        raise AssertionError("unreachable: tenacity either returned or re-raised")
+
+    def _fetch_once(self, what: str, url: str) -> bytes:
+        try:
+            response = self._transport(url, self._timeout)
+        except OSError as error:
+            event(log, "kds-unreachable", logging.WARNING, url=url, error=type(error).__name__)
+            raise KdsTransientError(f"cannot reach {url} for the {what}: {error}") from None
+        event(log, "kds-response", url=url, status=response.status)
+        if response.status == 200:
+            if len(response.body) > MAX_RESPONSE_BYTES:
+                raise KdsError(f"{url} returned more than {MAX_RESPONSE_BYTES} bytes")
+            return response.body
+        if response.status == 429 or response.status >= 500:
+            raise KdsTransientError(
+                f"{url} answered HTTP {response.status} for the {what}; try again later"
+            )
+        raise CertificateUnavailable(
+            f"{url} answered HTTP {response.status}: KDS has no {what} (wrong product, chip ID "
+            "or TCB?)"
+        )

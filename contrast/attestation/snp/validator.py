@@ -1,0 +1,164 @@
+"""The SNP validator a verifier holds: evidence and expected report data in, host data out.
+
+Certificates come from the evidence's certificate table when the host supplied one, and
+otherwise from the key distribution service (through its cache, or only the cache in
+offline mode). Either way they pass the same chain verification against the pinned roots.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+
+from contrast.attestation.snp.certchain import (
+    AMD_ROOT_KEYS,
+    CertificateChainError,
+    parse_certificate,
+    product_name,
+)
+from contrast.attestation.snp.evidence import (
+    GUID_ARK,
+    GUID_ASK,
+    GUID_VCEK,
+    GUID_VLEK,
+    EvidenceFormatError,
+    decode_evidence,
+)
+from contrast.attestation.snp.kds import KdsClient, KdsError
+from contrast.attestation.snp.referencevalues import SnpReferenceValues
+from contrast.attestation.snp.report import (
+    AttestationReport,
+    Product,
+    ReportFormatError,
+    SigningKey,
+    decode_tcb,
+    parse_report,
+)
+from contrast.attestation.snp.verify import (
+    CertificateSet,
+    ChainCache,
+    SnpVerificationError,
+    verify_report,
+)
+from contrast.log import event
+
+log = logging.getLogger("contrast.attestation.snp")
+
+Clock = Callable[[], datetime]
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _candidate_products(
+    report: AttestationReport, leaf: bytes | None, reference_values: SnpReferenceValues
+) -> list[Product]:
+    """Which product's certificates to look for. Only a hint: the chain check decides."""
+    if leaf is not None:
+        try:
+            name = product_name(parse_certificate(leaf, "VCEK/VLEK")).split("-")[0]
+        except CertificateChainError:
+            name = ""
+        by_name = {product.value: product for product in Product}
+        if name in by_name:
+            return [by_name[name]]
+    if report.product_from_cpuid is not None:
+        return [report.product_from_cpuid]
+    return [product for product in Product if product in reference_values.products]
+
+
+def select_certificates(
+    report: AttestationReport,
+    certificates: Mapping[uuid.UUID, bytes],
+    kds: KdsClient | None,
+    reference_values: SnpReferenceValues,
+) -> CertificateSet:
+    """The root, intermediate and leaf that should vouch for ``report``."""
+    leaf = certificates.get(GUID_VLEK if report.signing_key is SigningKey.VLEK else GUID_VCEK)
+    intermediate, root = certificates.get(GUID_ASK), certificates.get(GUID_ARK)
+    if leaf is not None and intermediate is not None and root is not None:
+        return CertificateSet(root=root, intermediate=intermediate, leaf=leaf)
+    if kds is None:
+        raise SnpVerificationError(
+            "certificates",
+            "the evidence does not carry the VCEK, ASK and ARK, and no key distribution "
+            "service cache is configured to supply them",
+        )
+    if leaf is None and report.signing_key is not SigningKey.VCEK:
+        raise SnpVerificationError(
+            "certificates",
+            f"the report is signed with a {report.signing_key.name}, which only the host "
+            "can supply (KDS serves VCEKs); the evidence carries none",
+        )
+    failures: list[str] = []
+    for product in _candidate_products(report, leaf, reference_values):
+        try:
+            if leaf is None:
+                found_leaf = kds.vcek(
+                    product, report.chip_id, decode_tcb(report.reported_tcb, product)
+                )
+            else:
+                found_leaf = leaf
+            intermediate, root = kds.cert_chain(product, report.signing_key)
+        except KdsError as error:
+            failures.append(str(error))
+            continue
+        return CertificateSet(root=root, intermediate=intermediate, leaf=found_leaf)
+    raise SnpVerificationError("certificates", "; ".join(failures) or "no candidate product")
+
+
+class SnpValidator:
+    """Validates SNP evidence against one set of reference values."""
+
+    def __init__(
+        self,
+        reference_values: SnpReferenceValues,
+        kds: KdsClient | None = None,
+        *,
+        roots: Mapping[Product, bytes] = AMD_ROOT_KEYS,
+        clock: Clock = _utc_now,
+        chain_cache: ChainCache | None = None,
+    ) -> None:
+        self.reference_values = reference_values
+        self.kds = kds
+        self.roots = roots
+        self.clock = clock
+        self.chain_cache = chain_cache if chain_cache is not None else ChainCache()
+
+    def validate(self, evidence: bytes, expected_report_data: bytes) -> bytes:
+        """Verify ``evidence`` and return its host data; raise SnpVerificationError if refused.
+
+        ``expected_report_data`` is the 64 bytes the verifier computed from its nonce and the
+        channel's public key; the report must carry exactly these.
+        """
+        try:
+            decoded = decode_evidence(evidence)
+            report = parse_report(decoded.report)
+        except (EvidenceFormatError, ReportFormatError) as error:
+            raise SnpVerificationError("report-format", str(error)) from None
+        certificates = select_certificates(
+            report, decoded.certificates, self.kds, self.reference_values
+        )
+        try:
+            verified = verify_report(
+                decoded.report,
+                certificates,
+                self.clock(),
+                self.reference_values,
+                expected_report_data,
+                self.roots,
+                self.chain_cache,
+            )
+        except SnpVerificationError as error:
+            event(log, "snp-refused", logging.WARNING, check=error.check, detail=error.detail)
+            raise
+        event(
+            log,
+            "snp-verified",
+            measurement=verified.measurement.hex(),
+            host_data=verified.host_data.hex(),
+        )
+        return verified.host_data
