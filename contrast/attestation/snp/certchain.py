@@ -159,7 +159,7 @@ def parse_certificate(data: bytes, name: str) -> AmdCertificate:
     """Parse one DER certificate; ``name`` ("VCEK", "ASK", ...) appears in every error."""
     what = f"{name} certificate"
     try:
-        outer = der.children(der.parse_single(data, what), what)
+        outer = der.children(der.expect(der.parse_single(data, what), der.TAG_SEQUENCE, what), what)
         if len(outer) != 3:
             raise der.DerError(f"{what}: expected tbsCertificate, algorithm and signature")
         tbs_element, algorithm, signature_element = outer
@@ -259,11 +259,16 @@ def _check_pss_algorithm(certificate: AmdCertificate) -> None:
         fields = der.children(der.parse_single(certificate.signature_algorithm, what), what)
         if len(fields) != 2 or der.decode_oid(fields[0], what) != OID_RSASSA_PSS:
             raise der.DerError("not RSASSA-PSS with explicit parameters")
-        parameters = {p.tag: p for p in der.children(fields[1], what)}
+        listed = der.children(der.expect(fields[1], der.TAG_SEQUENCE, what), what)
+        parameters = {p.tag: p for p in listed}
+        if len(parameters) != len(listed) or [p.tag for p in listed] != sorted(parameters):
+            raise der.DerError("RSASSA-PSS parameters repeated or out of order")
         if set(parameters) - {0xA0, 0xA1, 0xA2, 0xA3}:
             raise der.DerError("unexpected RSASSA-PSS parameter")
         _expect_hash(parameters.get(0xA0), OID_SHA384, what)
-        mask = der.children(_explicit(parameters.get(0xA1), what), what)
+        mask = der.children(
+            der.expect(_explicit(parameters.get(0xA1), what), der.TAG_SEQUENCE, what), what
+        )
         if len(mask) != 2 or der.decode_oid(mask[0], what) != OID_MGF1:
             raise der.DerError("mask generation is not MGF1")
         _expect_algorithm(mask[1], OID_SHA384, what)
