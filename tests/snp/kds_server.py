@@ -71,7 +71,7 @@ def kds_stand_in(directory: Path) -> Iterator[KdsStandIn]:
     state: dict[str, KdsStandIn] = {}
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        def do_GET(self) -> None:
             stand_in = state["kds"]
             stand_in.requests.append(self.path)
             queue = stand_in.answers.get(self.path, [(404, b"")])
@@ -94,7 +94,7 @@ def kds_stand_in(directory: Path) -> Iterator[KdsStandIn]:
         base_url=f"https://127.0.0.1:{port}",
         transport=functools.partial(urllib_transport, context=client_context),
     )
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
         yield state["kds"]
