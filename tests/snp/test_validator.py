@@ -202,7 +202,7 @@ def test_real_report_verifies_with_certificates_from_a_local_kds(
         products=frozenset({Product.MILAN}),
     )
 
-    certificates = select_certificates(report, {}, client, milan_only)
+    certificates = select_certificates(report, {}, client, milan_only.products)
 
     assert certificates.leaf == real_vcek
     assert evaluate_report(real_report, certificates, NOW).passed

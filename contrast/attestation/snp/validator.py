@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from datetime import UTC, datetime
 
 from contrast.attestation.snp.certchain import (
@@ -49,12 +49,12 @@ log = logging.getLogger("contrast.attestation.snp")
 Clock = Callable[[], datetime]
 
 
-def _utc_now() -> datetime:
+def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
 def _candidate_products(
-    report: AttestationReport, leaf: bytes | None, reference_values: SnpReferenceValues
+    report: AttestationReport, leaf: bytes | None, allowed: Collection[Product]
 ) -> list[Product]:
     """Which product's certificates to look for. Only a hint: the chain check decides."""
     if leaf is not None:
@@ -67,16 +67,20 @@ def _candidate_products(
             return [by_name[name]]
     if report.product_from_cpuid is not None:
         return [report.product_from_cpuid]
-    return [product for product in Product if product in reference_values.products]
+    return [product for product in Product if product in allowed]
 
 
 def select_certificates(
     report: AttestationReport,
     certificates: Mapping[uuid.UUID, bytes],
     kds: KdsClient | None,
-    reference_values: SnpReferenceValues,
+    products: Collection[Product],
 ) -> CertificateSet:
-    """The root, intermediate and leaf that should vouch for ``report``."""
+    """The root, intermediate and leaf that should vouch for ``report``.
+
+    ``products`` are the ones to ask KDS for when neither the leaf certificate nor the
+    report's CPUID names one (version 2 reports); the chain check decides in the end.
+    """
     leaf = certificates.get(GUID_VLEK if report.signing_key is SigningKey.VLEK else GUID_VCEK)
     intermediate, root = certificates.get(GUID_ASK), certificates.get(GUID_ARK)
     if leaf is not None and intermediate is not None and root is not None:
@@ -94,7 +98,7 @@ def select_certificates(
             "can supply (KDS serves VCEKs); the evidence carries none",
         )
     failures: list[str] = []
-    for product in _candidate_products(report, leaf, reference_values):
+    for product in _candidate_products(report, leaf, products):
         try:
             if leaf is None:
                 found_leaf = kds.vcek(
@@ -119,7 +123,7 @@ class SnpValidator:
         kds: KdsClient | None = None,
         *,
         roots: Mapping[Product, bytes] = AMD_ROOT_KEYS,
-        clock: Clock = _utc_now,
+        clock: Clock = utc_now,
         chain_cache: ChainCache | None = None,
     ) -> None:
         self.reference_values = reference_values
@@ -140,7 +144,7 @@ class SnpValidator:
         except (EvidenceFormatError, ReportFormatError) as error:
             raise SnpVerificationError("report-format", str(error)) from None
         certificates = select_certificates(
-            report, decoded.certificates, self.kds, self.reference_values
+            report, decoded.certificates, self.kds, self.reference_values.products
         )
         try:
             verified = verify_report(

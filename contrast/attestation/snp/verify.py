@@ -274,6 +274,15 @@ def _check_reference_values(
         )
 
 
+def check_reference_values(
+    report: AttestationReport, product: Product, reference: SnpReferenceValues
+) -> list[CheckResult]:
+    """The reference-value checks alone, for a report whose genuineness is established."""
+    evaluation = Evaluation()
+    _check_reference_values(evaluation, report, product, reference)
+    return evaluation.checks
+
+
 def evaluate_report(
     report_bytes: bytes,
     certificates: CertificateSet,
