@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import warnings
 from datetime import timedelta
@@ -52,7 +53,7 @@ def test_real_vcek_signature_does_not_verify_with_the_genoa_ask(
     genoa_ask, _ = load_ask_ark_pem(genoa_chain_pem, "genoa")
     vcek = parse_certificate(real_vcek, "VCEK")
     # Give the Genoa ASK the Milan ASK's name, so only the signature can tell them apart.
-    impostor = type(genoa_ask)(**{**genoa_ask.__dict__, "subject": vcek.issuer})
+    impostor = dataclasses.replace(genoa_ask, subject=vcek.issuer)
 
     with pytest.raises(CertificateChainError, match="does not verify with the ASK"):
         verify_signed_by(vcek, impostor)
@@ -174,3 +175,13 @@ def test_chain_file_needs_exactly_two_certificates(milan_chain_pem: bytes) -> No
 
     with pytest.raises(CertificateChainError, match="found 1"):
         load_ask_ark_pem(first_block, "chain.pem")
+
+
+def test_malformed_basic_constraints_of_an_issuer_is_a_chain_error(milan: Hierarchy) -> None:
+    from contrast.attestation.snp.certchain import OID_BASIC_CONSTRAINTS, verify_signed_by
+
+    ask = parse_certificate(milan.ask, "ASK")
+    broken = dataclasses.replace(ask, extensions={OID_BASIC_CONSTRAINTS: b"\x30\x05\x01"})
+
+    with pytest.raises(CertificateChainError, match="basicConstraints"):
+        verify_signed_by(parse_certificate(milan.vcek, "VCEK"), broken)

@@ -101,7 +101,13 @@ class AmdCertificate:
         value = self.extensions.get(OID_BASIC_CONSTRAINTS)
         if value is None:
             return False
-        fields = der.children(der.parse_single(value, f"{self.name} basicConstraints"), self.name)
+        what = f"{self.name} basicConstraints"
+        try:
+            fields = der.children(
+                der.expect(der.parse_single(value, what), der.TAG_SEQUENCE, what), what
+            )
+        except der.DerError as error:
+            raise CertificateChainError(str(error)) from None
         return bool(fields) and fields[0].tag == der.TAG_BOOLEAN and fields[0].content == b"\xff"
 
 
