@@ -99,6 +99,12 @@ def _fields(evaluation: Evaluation) -> list[tuple[str, str]]:
     help="JSON reference values to check the report against (see docs/snp.md).",
 )
 @click.option(
+    "--crl",
+    "crl_path",
+    type=click.Path(path_type=Path),
+    help="AMD's CRL for the product (DER, as KDS serves it); checks the ASK is not revoked.",
+)
+@click.option(
     "--expected-report-data", "expected_hex", help="Hex of the 64 bytes the report data must equal."
 )
 def verify_snp_report(
@@ -106,6 +112,7 @@ def verify_snp_report(
     vcek_path: Path,
     chain_path: Path,
     reference_path: Path | None,
+    crl_path: Path | None,
     expected_hex: str | None,
 ) -> None:
     """Verify an SNP attestation report against AMD's certificate chain."""
@@ -134,6 +141,7 @@ def verify_snp_report(
         datetime.now(UTC),
         reference,
         expected,
+        crl=_read(crl_path, "CRL") if crl_path is not None else None,
     )
     for label, value in _fields(evaluation):
         click.echo(f"{label + ':':<15} {value}")

@@ -34,7 +34,7 @@ from contrast.attestation.snp.report import (
     TcbVersion,
     parse_report,
 )
-from contrast.attestation.snp.validator import Clock, select_certificates, utc_now
+from contrast.attestation.snp.validator import Clock, fetch_crl, select_certificates, utc_now
 from contrast.attestation.snp.verify import (
     ChainCache,
     SnpVerificationError,
@@ -86,7 +86,10 @@ class SnpPlatformValidator:
         *,
         roots: Mapping[Product, bytes] = AMD_ROOT_KEYS,
         clock: Clock = utc_now,
+        check_revocation: bool = False,
     ) -> None:
+        if check_revocation and kds is None:
+            raise ValueError("checking revocation needs a KDS client to take the CRL from")
         if not entries:
             raise ValueError("an SNP validator needs at least one ReferenceValues.snp entry")
         self.entries = [(entry, reference_values_from_manifest(entry)) for entry in entries]
@@ -94,6 +97,7 @@ class SnpPlatformValidator:
         self.roots = roots
         self.clock = clock
         self.chain_cache = ChainCache()
+        self.check_revocation = check_revocation
 
     def validate(self, evidence: Evidence, expected_report_data: bytes) -> VerifiedEvidence:
         if evidence.platform != PLATFORM_SNP:
@@ -108,13 +112,22 @@ class SnpPlatformValidator:
             certificates = select_certificates(report, decoded.certificates, self.kds, products)
         except SnpVerificationError as error:
             raise AttestationError(error.check, error.detail) from None
+        now = self.clock()
+        crl = None
+        if self.check_revocation:
+            assert self.kds is not None  # the constructor requires it for revocation checks
+            try:
+                crl = fetch_crl(self.kds, certificates, report.signing_key, now, self.roots)
+            except SnpVerificationError as error:
+                raise AttestationError(error.check, error.detail) from None
         evaluation = evaluate_report(
             evidence.report,
             certificates,
-            self.clock(),
+            now,
             expected_report_data=expected_report_data,
             roots=self.roots,
             chain_cache=self.chain_cache,
+            crl=crl,
         )
         failure = evaluation.first_failure()
         if failure is not None:

@@ -126,7 +126,7 @@ def _common_name(name: der.Element, what: str) -> str:
     raise der.DerError(f"{what}: no common name")
 
 
-def _time(element: der.Element, what: str) -> datetime:
+def decode_time(element: der.Element, what: str) -> datetime:
     text = element.content.decode("ascii", errors="strict")
     if element.tag == der.TAG_UTC_TIME and len(text) == 13:
         year = int(text[:2])
@@ -199,8 +199,8 @@ def parse_certificate(data: bytes, name: str) -> AmdCertificate:
             subject=tbs[5].encoded,
             issuer_common_name=_common_name(tbs[3], f"{what} issuer"),
             subject_common_name=_common_name(tbs[5], f"{what} subject"),
-            not_before=_time(validity[0], f"{what} notBefore"),
-            not_after=_time(validity[1], f"{what} notAfter"),
+            not_before=decode_time(validity[0], f"{what} notBefore"),
+            not_after=decode_time(validity[1], f"{what} notAfter"),
             subject_public_key_info=tbs[6].encoded,
             extensions=extensions,
             critical_extensions=critical,
@@ -254,15 +254,18 @@ def load_ask_ark_pem(data: bytes, what: str) -> tuple[AmdCertificate, AmdCertifi
     return parse_certificate(blocks[0], "ASK"), parse_certificate(blocks[1], "ARK")
 
 
-def _check_pss_algorithm(certificate: AmdCertificate) -> None:
-    """The signature algorithm must be RSASSA-PSS, SHA-384, MGF1-SHA-384, 48-byte salt."""
-    what = f"{certificate.name} certificate signature algorithm"
-    if certificate.signature_algorithm != certificate.tbs_signature_algorithm:
+def check_pss_algorithm(outer: bytes, signed: bytes, what: str) -> None:
+    """The signature algorithm must be RSASSA-PSS, SHA-384, MGF1-SHA-384, 48-byte salt.
+
+    ``outer`` is the algorithm next to the signature, ``signed`` the copy inside the signed
+    bytes; RFC 5280 requires them to be identical.
+    """
+    if outer != signed:
         raise CertificateChainError(
             f"{what}: the signed and the outer algorithm identifiers differ"
         )
     try:
-        fields = der.children(der.parse_single(certificate.signature_algorithm, what), what)
+        fields = der.children(der.parse_single(outer, what), what)
         if len(fields) != 2 or der.decode_oid(fields[0], what) != OID_RSASSA_PSS:
             raise der.DerError("not RSASSA-PSS with explicit parameters")
         listed = der.children(der.expect(fields[1], der.TAG_SEQUENCE, what), what)
@@ -331,17 +334,28 @@ def verify_signed_by(child: AmdCertificate, parent: AmdCertificate) -> None:
         )
     if not parent.is_certificate_authority():
         raise CertificateChainError(f"{parent.name} is not a certificate authority")
-    _check_pss_algorithm(child)
+    check_pss_algorithm(
+        child.signature_algorithm,
+        child.tbs_signature_algorithm,
+        f"{child.name} certificate signature algorithm",
+    )
+    verify_pss_signature(parent, child.signature, child.tbs, f"{child.name} signature")
+
+
+def verify_pss_signature(
+    signer: AmdCertificate, signature: bytes, signed: bytes, what: str
+) -> None:
+    """Check an RSASSA-PSS/SHA-384 signature of ``signer``'s key over ``signed``."""
     try:
-        _rsa_key(parent).verify(
-            child.signature,
-            child.tbs,
+        _rsa_key(signer).verify(
+            signature,
+            signed,
             padding.PSS(mgf=padding.MGF1(hashes.SHA384()), salt_length=PSS_SALT_LENGTH),
             hashes.SHA384(),
         )
     except InvalidSignature:
         raise CertificateChainError(
-            f"{child.name} signature does not verify with the {parent.name} public key"
+            f"{what} does not verify with the {signer.name} public key"
         ) from None
 
 

@@ -13,11 +13,13 @@ Cache layout (one file per certificate, written atomically)::
 
     CACHE/vcek/<Product>/<hwid hex>-<tcb>.der   (e.g. .../3ac3...6b5d-bl2-tee0-snp5-ucode68.der)
     CACHE/cert_chain/<vcek|vlek>-<Product>.pem  ASK (or ASVK) then ARK, as KDS serves them
+    CACHE/crl/<vcek|vlek>-<Product>.der         the ARK's CRL, refreshed once past nextUpdate
 
 URLs (KDS interface specification, AMD publication 57230)::
 
     https://kdsintf.amd.com/vcek/v1/<Product>/<hwid hex>?blSPL=..&teeSPL=..&snpSPL=..&ucodeSPL=..
     https://kdsintf.amd.com/<vcek|vlek>/v1/<Product>/cert_chain
+    https://kdsintf.amd.com/<vcek|vlek>/v1/<Product>/crl
 
 On Turin the hardware ID in the URL is the first 8 bytes of the chip ID and the FMC level
 is an extra parameter (``fmcSPL``).
@@ -31,6 +33,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
@@ -42,6 +45,7 @@ from contrast.attestation.snp.certchain import (
     parse_certificate,
     product_of_root,
 )
+from contrast.attestation.snp.crl import parse_crl
 from contrast.attestation.snp.report import Product, SigningKey, TcbVersion
 from contrast.files import atomic_write
 from contrast.log import event
@@ -176,8 +180,36 @@ class KdsClient:
         ask, ark = load_ask_ark_pem(body, what)
         return ask.der, ark.der
 
+    def crl_path(self, product: Product, signing_key: SigningKey) -> Path:
+        return self.cache_dir / "crl" / f"{signing_key.name.lower()}-{product.value}.der"
+
+    def crl(
+        self, product: Product, now: datetime, signing_key: SigningKey = SigningKey.VCEK
+    ) -> bytes:
+        """The DER CRL of ``product``'s ARK; a cached one past its nextUpdate is refreshed.
+
+        Offline, a stale cached CRL is returned as it is and the revocation check refuses
+        it, naming its expiry.
+        """
+        what = f"{product.value} {signing_key.name} certificate revocation list"
+
+        def check(body: bytes) -> None:
+            parse_crl(body)
+
+        def stale(body: bytes) -> bool:
+            next_update = parse_crl(body).next_update
+            return next_update is not None and now > next_update
+
+        url = f"{self.base_url}/{signing_key.name.lower()}/v1/{product.value}/crl"
+        return self._cached_or_fetched(what, self.crl_path(product, signing_key), url, check, stale)
+
     def _cached_or_fetched(
-        self, what: str, path: Path, url: str, check: Callable[[bytes], None]
+        self,
+        what: str,
+        path: Path,
+        url: str,
+        check: Callable[[bytes], None],
+        stale: Callable[[bytes], bool] | None = None,
     ) -> bytes:
         try:
             cached = path.read_bytes()
@@ -191,7 +223,9 @@ class KdsClient:
                     f"cached {what} at {path} is corrupt ({error}); delete the file so it is "
                     "fetched again"
                 ) from None
-            return cached
+            if self.offline or stale is None or not stale(cached):
+                return cached
+            event(log, "kds-refresh", what=what, path=path)
         if self.offline:
             raise CertificateUnavailable(
                 f"{what} is not in the cache ({path}) and offline mode forbids fetching it "

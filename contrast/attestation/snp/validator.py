@@ -17,6 +17,7 @@ from contrast.attestation.snp.certchain import (
     CertificateChainError,
     parse_certificate,
     product_name,
+    product_of_root,
 )
 from contrast.attestation.snp.evidence import (
     GUID_ARK,
@@ -114,6 +115,24 @@ def select_certificates(
     raise SnpVerificationError("certificates", "; ".join(failures) or "no candidate product")
 
 
+def fetch_crl(
+    kds: KdsClient,
+    certificates: CertificateSet,
+    signing_key: SigningKey,
+    now: datetime,
+    roots: Mapping[Product, bytes],
+) -> bytes:
+    """The CRL of the product whose pinned root ``certificates`` carry."""
+    try:
+        product = product_of_root(parse_certificate(certificates.root, "ARK"), roots)
+    except CertificateChainError as error:
+        raise SnpVerificationError("certificate-chain", str(error)) from None
+    try:
+        return kds.crl(product, now, signing_key)
+    except KdsError as error:
+        raise SnpVerificationError("revocation", str(error)) from None
+
+
 class SnpValidator:
     """Validates SNP evidence against one set of reference values."""
 
@@ -125,7 +144,11 @@ class SnpValidator:
         roots: Mapping[Product, bytes] = AMD_ROOT_KEYS,
         clock: Clock = utc_now,
         chain_cache: ChainCache | None = None,
+        check_revocation: bool = False,
     ) -> None:
+        if check_revocation and kds is None:
+            raise ValueError("checking revocation needs a KDS client to take the CRL from")
+        self.check_revocation = check_revocation
         self.reference_values = reference_values
         self.kds = kds
         self.roots = roots
@@ -146,15 +169,21 @@ class SnpValidator:
         certificates = select_certificates(
             report, decoded.certificates, self.kds, self.reference_values.products
         )
+        now = self.clock()
+        crl = None
+        if self.check_revocation:
+            assert self.kds is not None  # the constructor requires it for revocation checks
+            crl = fetch_crl(self.kds, certificates, report.signing_key, now, self.roots)
         try:
             verified = verify_report(
                 decoded.report,
                 certificates,
-                self.clock(),
+                now,
                 self.reference_values,
                 expected_report_data,
                 self.roots,
                 self.chain_cache,
+                crl,
             )
         except SnpVerificationError as error:
             event(log, "snp-refused", logging.WARNING, check=error.check, detail=error.detail)

@@ -16,6 +16,7 @@ Checks, in order (names as they appear in errors and in ``contrast verify-snp-re
 - ``chip-id``: a VCEK's hardware ID is the report's chip ID.
 - ``reported-tcb``: the VCEK/VLEK was issued for exactly the report's REPORTED_TCB.
 - ``cpuid-product``: for reports that carry CPUID (version 3+), it names the same product.
+- ``revocation`` (when a CRL is given): the ARK's current CRL does not revoke the ASK.
 With reference values:
 - ``product``, ``measurement``, ``debug-disabled``, ``smt``, ``migration-agent``,
   ``minimum-tcb`` (current, committed and reported TCB), ``host-data`` (if the reference
@@ -46,6 +47,7 @@ from contrast.attestation.snp.certchain import (
     parse_certificate,
     verify_chain,
 )
+from contrast.attestation.snp.crl import check_revocation
 from contrast.attestation.snp.referencevalues import SnpReferenceValues, describe_products
 from contrast.attestation.snp.report import (
     AttestationReport,
@@ -291,6 +293,7 @@ def evaluate_report(
     expected_report_data: bytes | None = None,
     roots: Mapping[Product, bytes] = AMD_ROOT_KEYS,
     chain_cache: ChainCache | None = None,
+    crl: bytes | None = None,
 ) -> Evaluation:
     """Run every check that can run and record each verdict; never raises on bad input."""
     evaluation = Evaluation()
@@ -315,6 +318,13 @@ def evaluate_report(
             f"ARK-{chain.product.value} (pinned) -> ASK -> {chain.signing_key.name}",
         )
         _check_binding(evaluation, report, chain)
+        if crl is not None:
+            try:
+                detail = check_revocation(crl, certificates.root, certificates.intermediate, now)
+            except CertificateChainError as error:
+                evaluation.record("revocation", False, str(error))
+            else:
+                evaluation.record("revocation", True, detail)
     if reference_values is not None:
         # Without a verified chain the product is unknown; TCB components are then read in
         # the layout of the report's CPUID product or Milan's, and the verdict fails anyway.
@@ -338,6 +348,7 @@ def verify_report(
     expected_report_data: bytes,
     roots: Mapping[Product, bytes] = AMD_ROOT_KEYS,
     chain_cache: ChainCache | None = None,
+    crl: bytes | None = None,
 ) -> AttestationReport:
     """The verified report, or :class:`SnpVerificationError` naming the first failed check."""
     evaluation = evaluate_report(
@@ -348,6 +359,7 @@ def verify_report(
         expected_report_data,
         roots,
         chain_cache,
+        crl,
     )
     failure = evaluation.first_failure()
     if failure is not None:
