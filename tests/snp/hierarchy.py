@@ -105,6 +105,7 @@ class Hierarchy:
     ask: bytes
     vcek: bytes
     vcek_key: ec.EllipticCurvePrivateKey
+    key_label: str = "main"
 
     @property
     def certificates(self) -> CertificateSet:
@@ -150,7 +151,33 @@ def make_hierarchy(
     vcek = _certificate(
         leaf_name, ask_name, vcek_key.public_key(), ask_key, extensions, False, vcek_not_after
     )
-    return Hierarchy(product, ark, ask, vcek, vcek_key)
+    return Hierarchy(product, ark, ask, vcek, vcek_key, key_label)
+
+
+def make_crl(
+    hierarchy: Hierarchy,
+    revoked: tuple[int, ...] = (),
+    next_update: datetime = NOW + timedelta(days=30),
+    signer_label: str | None = None,
+) -> bytes:
+    """The ARK's CRL revoking ``revoked`` serials, signed by the ARK (or another key)."""
+    ark_name = f"ARK-{hierarchy.product.value}"
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(_name(ark_name))
+        .last_update(NOW - timedelta(days=1))
+        .next_update(next_update)
+    )
+    for serial in revoked:
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder()
+            .serial_number(serial)
+            .revocation_date(NOW - timedelta(days=2))
+            .build()
+        )
+    signer = _rsa_key(f"ark-{signer_label or hierarchy.key_label}")
+    crl = builder.sign(signer, hashes.SHA384(), rsa_padding=PSS)
+    return crl.public_bytes(serialization.Encoding.DER)
 
 
 @dataclass(frozen=True)
