@@ -240,3 +240,15 @@ def test_unknown_certificate_table_entries_are_ignored(milan: Hierarchy) -> None
     evidence = encode_evidence(build_report(ReportFields(), milan.vcek_key), table)
 
     assert _validator(milan).validate(evidence, REPORT_DATA) == HOST_DATA
+
+
+def test_refusal_is_logged_with_the_failed_check(
+    milan: Hierarchy, caplog: pytest.LogCaptureFixture
+) -> None:
+    with pytest.raises(SnpVerificationError):
+        _validator(milan).validate(
+            _evidence(milan, ReportFields(measurement=bytes(48))), REPORT_DATA
+        )
+
+    refusals = [r for r in caplog.records if r.getMessage() == "snp-refused"]
+    assert [r.fields["check"] for r in refusals] == ["measurement"]  # type: ignore[attr-defined]

@@ -162,6 +162,20 @@ class SnpValidator:
         channel's public key; the report must carry exactly these.
         """
         try:
+            verified = self._verify(evidence, expected_report_data)
+        except SnpVerificationError as error:
+            event(log, "snp-refused", logging.WARNING, check=error.check, detail=error.detail)
+            raise
+        event(
+            log,
+            "snp-verified",
+            measurement=verified.measurement.hex(),
+            host_data=verified.host_data.hex(),
+        )
+        return verified.host_data
+
+    def _verify(self, evidence: bytes, expected_report_data: bytes) -> AttestationReport:
+        try:
             decoded = decode_evidence(evidence)
             report = parse_report(decoded.report)
         except (EvidenceFormatError, ReportFormatError) as error:
@@ -174,24 +188,13 @@ class SnpValidator:
         if self.check_revocation:
             assert self.kds is not None  # the constructor requires it for revocation checks
             crl = fetch_crl(self.kds, certificates, report.signing_key, now, self.roots)
-        try:
-            verified = verify_report(
-                decoded.report,
-                certificates,
-                now,
-                self.reference_values,
-                expected_report_data,
-                self.roots,
-                self.chain_cache,
-                crl,
-            )
-        except SnpVerificationError as error:
-            event(log, "snp-refused", logging.WARNING, check=error.check, detail=error.detail)
-            raise
-        event(
-            log,
-            "snp-verified",
-            measurement=verified.measurement.hex(),
-            host_data=verified.host_data.hex(),
+        return verify_report(
+            decoded.report,
+            certificates,
+            now,
+            self.reference_values,
+            expected_report_data,
+            self.roots,
+            self.chain_cache,
+            crl,
         )
-        return verified.host_data
