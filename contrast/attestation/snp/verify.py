@@ -8,7 +8,8 @@ distribution service cache) and a cache of already verified chains.
 
 Checks, in order (names as they appear in errors and in ``contrast verify-snp-report``):
 
-- ``report-format``: 1184 bytes, version 2..5, ECDSA P-384, reserved fields zero.
+- ``report-format``: 1184 bytes, version 2..5, ECDSA P-384, no reserved policy/key bits,
+  the unsigned padding around R and S zero.
 - ``certificate-chain``: ARK pinned for a product, ARK -> ASK -> VCEK/VLEK (RSASSA-PSS),
   validity, product name.
 - ``report-signature``: ECDSA P-384/SHA-384 over bytes 0x000..0x29F with the leaf key.
@@ -192,10 +193,13 @@ def _check_binding(evaluation: Evaluation, report: AttestationReport, chain: Ver
         + f", chain ends in a {chain.signing_key.name}",
     )
     if chain.hardware_id is not None:
+        same_chip = hmac.compare_digest(chain.hardware_id, report.chip_id)
         evaluation.record(
             "chip-id",
-            hmac.compare_digest(chain.hardware_id, report.chip_id),
-            f"report {report.chip_id.hex()[:16]}..., VCEK {chain.hardware_id.hex()[:16]}...",
+            same_chip,
+            f"{report.chip_id.hex()[:16]}... in report and VCEK"
+            if same_chip
+            else f"report {report.chip_id.hex()}, VCEK {chain.hardware_id.hex()}",
         )
     reported = decode_tcb(report.reported_tcb, chain.product)
     evaluation.record(
