@@ -19,6 +19,8 @@ Pinned roots, as SHA-256 over the ARK's DER SubjectPublicKeyInfo:
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -223,9 +225,6 @@ def load_certificate(data: bytes, name: str) -> AmdCertificate:
 
 def split_pem(data: bytes, what: str) -> list[bytes]:
     """The DER bytes of each ``CERTIFICATE`` block in a PEM file, in order."""
-    import base64
-    import binascii
-
     begin, end = b"-----BEGIN CERTIFICATE-----", b"-----END CERTIFICATE-----"
     blocks: list[bytes] = []
     rest = data
