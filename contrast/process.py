@@ -50,7 +50,7 @@ class Result:
 
 def require_binary(name: str, debian_package: str) -> str:
     """Return the path of ``name`` or raise CommandNotFound naming the package to install."""
-    path = shutil.which(name, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
+    path = shutil.which(name)
     if path is None:
         raise CommandNotFound(
             [name],

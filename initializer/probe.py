@@ -50,19 +50,27 @@ class Probe:
     first_nonzero_offset: int | None
 
 
+_USAGE_NOUNS = {
+    "filesystem": "file system",
+    "crypto": "encrypted container",
+    "raid": "RAID member",
+    "other": "signature",
+}
+
+
 def _describe(tags: dict[str, str]) -> str:
+    """``ext4 file system (version 1.0, UUID ...)``, ``gpt partition table``, ..."""
     parts = []
     if "TYPE" in tags:
-        kind = tags["TYPE"]
-        version = f" version {tags['VERSION']}" if "VERSION" in tags else ""
-        parts.append(f"a {kind}{version} signature")
+        noun = _USAGE_NOUNS.get(tags.get("USAGE", ""), "signature")
+        details = [
+            f"{key.lower()} {tags[key]}" for key in ("VERSION", "UUID", "LABEL") if key in tags
+        ]
+        suffix = f" ({', '.join(details)})" if details else ""
+        parts.append(f"{tags['TYPE']} {noun}{suffix}")
     if "PTTYPE" in tags:
-        parts.append(f"a {tags['PTTYPE']} partition table")
-    if "UUID" in tags:
-        parts.append(f"UUID {tags['UUID']}")
-    if "LABEL" in tags:
-        parts.append(f"label {tags['LABEL']!r}")
-    return ", ".join(parts) if parts else "an unnamed signature"
+        parts.append(f"{tags['PTTYPE']} partition table")
+    return " and ".join(parts) if parts else "an unnamed signature"
 
 
 def classify(device: str, probe: Probe) -> Contents:
@@ -81,7 +89,7 @@ def classify(device: str, probe: Probe) -> Contents:
             )
         return Contents.LUKS2
     if probe.tags:
-        raise DeviceNotBlank(f"{device} is not blank: it holds {_describe(probe.tags)}. {keep}")
+        raise DeviceNotBlank(f"{device} is not blank: found {_describe(probe.tags)}. {keep}")
     if probe.first_nonzero_offset is not None:
         raise DeviceNotBlank(
             f"{device} is not blank: no known signature, but it holds data (a non-zero byte at "
