@@ -39,7 +39,6 @@ def _client(kds: KdsStandIn, cache: Path, **kwargs: object) -> KdsClient:
         cache,
         base_url=kds.base_url,
         transport=kds.transport,
-        retry_wait_seconds=0,
         **kwargs,  # type: ignore[arg-type]
     )
 

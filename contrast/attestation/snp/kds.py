@@ -36,8 +36,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
-
 from contrast.attestation.snp.certchain import (
     AMD_ROOT_KEYS,
     CertificateChainError,
@@ -49,6 +47,7 @@ from contrast.attestation.snp.crl import parse_crl
 from contrast.attestation.snp.report import Product, SigningKey, TcbVersion
 from contrast.files import atomic_write
 from contrast.log import event
+from contrast.retry import GaveUp, retry_briefly
 
 log = logging.getLogger("contrast.attestation.snp.kds")
 
@@ -132,7 +131,6 @@ class KdsClient:
         transport: Transport = urllib_transport,
         timeout: float = DEFAULT_TIMEOUT_SECONDS,
         attempts: int = DEFAULT_ATTEMPTS,
-        retry_wait_seconds: float = 1.0,
         roots: Mapping[Product, bytes] = AMD_ROOT_KEYS,
     ) -> None:
         self.cache_dir = cache_dir
@@ -141,7 +139,6 @@ class KdsClient:
         self._transport = transport
         self._timeout = timeout
         self._attempts = attempts
-        self._retry_wait_seconds = retry_wait_seconds
         self.roots = roots
 
     def vcek_path(self, product: Product, chip_id: bytes, tcb: TcbVersion) -> Path:
@@ -242,16 +239,16 @@ class KdsClient:
         return body
 
     def _fetch(self, what: str, url: str) -> bytes:
-        retrying = Retrying(
-            stop=stop_after_attempt(self._attempts),
-            wait=wait_exponential(multiplier=self._retry_wait_seconds, max=30),
-            retry=retry_if_exception_type(KdsTransientError),
-            reraise=True,
-        )
-        for attempt in retrying:
-            with attempt:
-                return self._fetch_once(what, url)
-        raise AssertionError("unreachable: tenacity either returned or re-raised")
+        try:
+            return retry_briefly(
+                lambda: self._fetch_once(what, url),
+                retryable=lambda error: isinstance(error, KdsTransientError),
+                attempts=self._attempts,
+            )
+        except GaveUp as gave_up:
+            raise KdsTransientError(
+                f"{gave_up.last} (gave up after {gave_up.attempts} attempts)"
+            ) from None
 
     def _fetch_once(self, what: str, url: str) -> bytes:
         try:
