@@ -12,6 +12,8 @@ from contrast.attestation.snp.adapter import (
     SnpPlatformValidator,
     kds_from_environment,
     reference_values_from_manifest,
+    snp_issuer_factory,
+    snp_validator_factory,
 )
 from contrast.attestation.snp.certchain import load_ask_ark_pem
 from contrast.attestation.snp.evidence import (
@@ -22,7 +24,7 @@ from contrast.attestation.snp.evidence import (
 )
 from contrast.attestation.snp.issuer import SnpIssuer, read_report_from_entry
 from contrast.attestation.snp.report import Product, TcbVersion
-from contrast.manifest import SnpGuestPolicy, SnpReferenceValue, SnpTcb
+from contrast.manifest import ReferenceValues, SnpGuestPolicy, SnpReferenceValue, SnpTcb
 from tests.snp.hierarchy import (
     HOST_DATA,
     MEASUREMENT,
@@ -196,3 +198,20 @@ def test_turin_entry_compares_no_fmc_because_the_manifest_has_none() -> None:
     values = reference_values_from_manifest(_entry(product="Turin"))
 
     assert values.minimum_tcb == TcbVersion(3, 0, 8, 115, fmc=None)
+
+
+def test_validator_factory_builds_the_manifests_snp_validator(
+    milan: Hierarchy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CONTRAST_SNP_KDS_CACHE", raising=False)
+
+    validator = snp_validator_factory(ReferenceValues(snp=(_entry(),)))
+
+    assert validator.platform == "snp"
+    assert isinstance(validator, SnpPlatformValidator)
+    assert validator.kds is None
+    assert [entry for entry, _ in validator.entries] == [_entry()]
+
+
+def test_issuer_factory_builds_the_snp_issuer() -> None:
+    assert snp_issuer_factory().platform == "snp"

@@ -21,7 +21,13 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from contrast.attestation.base import AttestationError, Evidence, VerifiedEvidence
+from contrast.attestation.base import (
+    AttestationError,
+    Evidence,
+    Issuer,
+    Validator,
+    VerifiedEvidence,
+)
 from contrast.attestation.snp.certchain import AMD_ROOT_KEYS
 from contrast.attestation.snp.evidence import EvidenceFormatError, decode_evidence
 from contrast.attestation.snp.issuer import SEV_GUEST_DEVICE, SnpIssuer, SnpIssuerError
@@ -41,7 +47,7 @@ from contrast.attestation.snp.verify import (
     check_reference_values,
     evaluate_report,
 )
-from contrast.manifest import PLATFORM_SNP, SnpReferenceValue
+from contrast.manifest import PLATFORM_SNP, ReferenceValues, SnpReferenceValue
 
 KDS_CACHE_ENV = "CONTRAST_SNP_KDS_CACHE"
 KDS_OFFLINE_ENV = "CONTRAST_SNP_KDS_OFFLINE"
@@ -165,3 +171,13 @@ class SnpPlatformIssuer:
             raise AttestationError("issuer", str(error)) from None
         # The host's certificate table travels byte for byte as the endorsements.
         return Evidence(PLATFORM_SNP, evidence[:REPORT_SIZE], evidence[REPORT_SIZE:])
+
+
+def snp_validator_factory(reference_values: ReferenceValues) -> Validator:
+    """For ``platforms.VALIDATOR_FACTORIES[PLATFORM_SNP]``: the manifest's SNP validator."""
+    return SnpPlatformValidator(reference_values.snp, kds_from_environment())
+
+
+def snp_issuer_factory() -> Issuer:
+    """For ``platforms.HARDWARE_ISSUERS[PLATFORM_SNP] = (SNP_GUEST_DEVICES, ...)``."""
+    return SnpPlatformIssuer()
