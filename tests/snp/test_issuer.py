@@ -146,3 +146,14 @@ def test_issued_evidence_is_accepted_by_the_validator(tmp_path: Path, milan: Hie
     )
 
     assert validator.validate(evidence, REPORT_DATA) == HOST_DATA
+
+
+def test_configfs_request_at_a_chosen_vmpl_writes_privlevel(
+    tmp_path: Path, real_report: bytes
+) -> None:
+    entry = _entry(tmp_path, real_report, None)
+    (entry / "privlevel").write_bytes(b"")
+
+    read_report_from_entry(entry, REPORT_DATA, vmpl=2)
+
+    assert (entry / "privlevel").read_bytes() == b"2"

@@ -118,8 +118,20 @@ def _read_text(path: Path) -> str:
         raise SnpIssuerError(f"cannot read {path}: {error.strerror}") from None
 
 
-def read_report_from_entry(entry: Path, report_data: bytes) -> bytes:
-    """Request a report through an existing configfs-tsm entry and return the evidence."""
+def _write_attribute(path: Path, value: bytes) -> None:
+    # configfs attributes take one write(2) each; no O_CREAT: the kernel made the file.
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.write(fd, value)
+    finally:
+        os.close(fd)
+
+
+def read_report_from_entry(entry: Path, report_data: bytes, vmpl: int | None = None) -> bytes:
+    """Request a report through an existing configfs-tsm entry and return the evidence.
+
+    ``vmpl`` is written to ``privlevel`` when given; otherwise the kernel's default applies.
+    """
     _check_report_data(report_data)
     provider = _read_text(entry / "provider")
     if provider != CONFIGFS_PROVIDER:
@@ -127,11 +139,9 @@ def read_report_from_entry(entry: Path, report_data: bytes) -> bytes:
             f"configfs-tsm at {entry.parent} is provided by {provider!r}, "
             f"not {CONFIGFS_PROVIDER!r}: this is not an SEV-SNP guest"
         )
-    fd = os.open(entry / "inblob", os.O_WRONLY)
-    try:
-        os.write(fd, report_data)
-    finally:
-        os.close(fd)
+    if vmpl is not None:
+        _write_attribute(entry / "privlevel", str(vmpl).encode())
+    _write_attribute(entry / "inblob", report_data)
     generation = _read_text(entry / "generation")
     try:
         report = (entry / "outblob").read_bytes()
@@ -150,14 +160,14 @@ def read_report_from_entry(entry: Path, report_data: bytes) -> bytes:
     return encode_evidence(report, certificate_table)
 
 
-def _report_via_configfs(root: Path, report_data: bytes) -> bytes:
+def _report_via_configfs(root: Path, report_data: bytes, vmpl: int | None) -> bytes:
     entry = root / f"contrast-{secrets.token_hex(8)}"
     try:
         entry.mkdir()
     except OSError as error:
         raise SnpIssuerError(f"cannot create a configfs-tsm entry in {root}: {error}") from None
     try:
-        return read_report_from_entry(entry, report_data)
+        return read_report_from_entry(entry, report_data, vmpl)
     finally:
         # configfs removes the attribute files with the directory.
         os.rmdir(entry)
@@ -204,14 +214,15 @@ class SnpIssuer:
 
     configfs_root: Path = CONFIGFS_TSM_REPORT
     device: Path = SEV_GUEST_DEVICE
-    vmpl: int = 0
+    # The VMPL to request; None: configfs's default privilege level, VMPL 0 for the ioctl.
+    vmpl: int | None = None
 
     def issue(self, report_data: bytes) -> bytes:
         _check_report_data(report_data)
         if self.configfs_root.is_dir():
-            return _report_via_configfs(self.configfs_root, report_data)
+            return _report_via_configfs(self.configfs_root, report_data, self.vmpl)
         if self.device.exists():
-            return _report_via_device(self.device, report_data, self.vmpl)
+            return _report_via_device(self.device, report_data, self.vmpl or 0)
         raise SnpUnavailable(
             f"no SEV-SNP guest interface: neither {self.configfs_root} (configfs-tsm, Linux 6.7+,"
             f" configfs mounted) nor {self.device} (sev-guest driver) exists; this is not an "
