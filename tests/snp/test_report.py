@@ -139,3 +139,13 @@ def test_tcb_encoding_inverts_decoding(product: Product) -> None:
     tcb = TcbVersion(3, 1, 8, 115, fmc=2 if product is Product.TURIN else None)
 
     assert decode_tcb(encode_tcb(tcb, product), product) == tcb
+
+
+def test_version_5_report_carries_mitigation_vectors(real_report: bytes) -> None:
+    data = _with(real_report, 0, struct.pack("<I", 5))
+    data = _with(data, 0x1F8, struct.pack("<QQ", 0x3, 0x7))
+
+    report = parse_report(data)
+
+    assert (report.launch_mitigation_vector, report.current_mitigation_vector) == (3, 7)
+    assert parse_report(real_report).launch_mitigation_vector is None

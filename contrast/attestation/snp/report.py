@@ -183,6 +183,8 @@ class AttestationReport:
     current_version: tuple[int, int, int]
     committed_version: tuple[int, int, int]
     launch_tcb: int
+    launch_mitigation_vector: int | None  # version 5+
+    current_mitigation_vector: int | None  # version 5+
     signature_r: int
     signature_s: int
     signed_bytes: bytes
@@ -305,6 +307,8 @@ def parse_report(data: bytes) -> AttestationReport:
         current_version=(data[0x1EA], data[0x1E9], data[0x1E8]),
         committed_version=(data[0x1EE], data[0x1ED], data[0x1EC]),
         launch_tcb=_u64(data, 0x1F0),
+        launch_mitigation_vector=_u64(data, 0x1F8) if version >= 5 else None,
+        current_mitigation_vector=_u64(data, 0x200) if version >= 5 else None,
         signature_r=_signature_component(data, SIGNED_SIZE, "R"),
         signature_s=_signature_component(data, SIGNED_SIZE + ECDSA_COMPONENT_SIZE, "S"),
         signed_bytes=data[:SIGNED_SIZE],
