@@ -22,6 +22,8 @@ from initializer.luks import LuksLayout
 # the same whatever the device size.
 ZERO_CHECK_BYTES = LuksLayout.DATA_OFFSET_BYTES + 1024 * 1024
 
+LUKS_MAGIC = b"LUKS\xba\xbe"
+
 # blkid's exit codes in low-level probe mode (blkid(8)).
 _BLKID_FOUND = 0
 _BLKID_NOTHING = 2
@@ -96,6 +98,22 @@ def classify(device: str, probe: Probe) -> Contents:
             f"offset {probe.first_nonzero_offset}) where a new volume would be written. {keep}"
         )
     return Contents.BLANK
+
+
+def probe_luks_magic(start: bytes) -> Probe | None:
+    """A probe from the device's first bytes alone when they carry the LUKS magic.
+
+    Our own volumes are recognised without running libblkid (the header check decides about
+    them); anything else still goes through the full probe.
+    """
+    if not start.startswith(LUKS_MAGIC) or len(start) < 8:
+        return None
+    version = int.from_bytes(start[6:8], "big")
+    return Probe(
+        tags={"TYPE": "crypto_LUKS", "VERSION": str(version)},
+        ambivalent=False,
+        first_nonzero_offset=None,
+    )
 
 
 def parse_blkid_export(output: str) -> dict[str, str]:

@@ -26,11 +26,10 @@ from initializer.device import BlockDevice, read_region, wait_for_block_device
 from initializer.errors import InitializerError, UsageError
 from initializer.luks_header import (
     METADATA_AREA_BYTES,
-    PRIMARY_MAGIC,
     CheckedHeader,
     check_header,
 )
-from initializer.probe import Contents, classify, first_nonzero
+from initializer.probe import Contents, classify, first_nonzero, probe_luks_magic
 from initializer.probe import probe_device as probe_raw_device
 from initializer.secret import read_workload_secret
 
@@ -287,11 +286,10 @@ def secure_pv(config: SecurePVConfig) -> Iterator[BlockDevice]:
 
     with step(log, "probe", device=device.path) as fields:
         metadata = read_region(device.path, 0, METADATA_AREA_BYTES)
-        if metadata.startswith(PRIMARY_MAGIC):
-            # Ours or a forgery: the header check decides, libblkid has nothing to add.
-            contents = Contents.LUKS2
-        else:
-            contents = classify(device.path, probe_raw_device(device.path, device.size_bytes))
+        # A LUKS2 header is ours or a forgery: the header check decides, so libblkid is
+        # only needed to prove everything else blank.
+        probe = probe_luks_magic(metadata) or probe_raw_device(device.path, device.size_bytes)
+        contents = classify(device.path, probe)
         fields["contents"] = contents.value
     if contents is Contents.BLANK:
         with step(log, "luks-format", device=device.path):
