@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,14 +57,18 @@ def _block_device_facts(path: str) -> BlockDevice:
     )
 
 
-def wait_for_block_device(path: str, timeout: float) -> BlockDevice:
+def wait_for_block_device(
+    path: str, timeout: float, between_attempts: Callable[[], None] = lambda: None
+) -> BlockDevice:
     """Wait, at most ``timeout`` seconds, for ``path`` to exist and be a block device.
 
     A path that exists but is something else is an error at once: it will not turn into a
-    block device by waiting.
+    block device by waiting. ``between_attempts`` runs before each attempt and may raise to
+    stop the wait (the Initializer stops on SIGTERM).
     """
 
     def attempt() -> BlockDevice:
+        between_attempts()
         try:
             mode = os.stat(path).st_mode
         except FileNotFoundError as exc:

@@ -21,7 +21,7 @@ from contrast.derivation import derive_luks_passphrase
 from contrast.files import atomic_write
 from contrast.log import event, step
 from contrast.process import require_binary, run
-from initializer import luks, mount
+from initializer import luks, mount, termination
 from initializer.device import BlockDevice, read_region, wait_for_block_device
 from initializer.errors import InitializerError, UsageError
 from initializer.luks_header import (
@@ -279,9 +279,12 @@ def secure_pv(config: SecurePVConfig) -> Iterator[BlockDevice]:
     check_mount_point(config.mount_point)
     check_tools()
     with step(log, "wait-device", device=config.device) as fields:
-        device = wait_for_block_device(config.device, config.device_timeout)
+        device = wait_for_block_device(
+            config.device, config.device_timeout, between_attempts=termination.check
+        )
         fields.update(size_bytes=device.size_bytes, read_only=device.read_only)
     check_device(device)
+    termination.check()
     remove_stale_mapping(config.mapping_name)
 
     with step(log, "probe", device=device.path) as fields:
@@ -295,13 +298,17 @@ def secure_pv(config: SecurePVConfig) -> Iterator[BlockDevice]:
         with step(log, "luks-format", device=device.path):
             luks.luks_format(device.path, key)
         metadata = read_region(device.path, 0, METADATA_AREA_BYTES)
+    termination.check()
 
     mapping = luks.mapping_path(config.mapping_name)
     with contextlib.ExitStack() as stack:
         header = stack.enter_context(opened_mapping(device, metadata, config.mapping_name, key))
+        termination.check()
         if not has_ext4_superblock(mapping):
             make_file_system(device.path, mapping, header.data_offset)
+            termination.check()
         stack.enter_context(mounted(mapping, config.mount_point))
         ensure_writable(config.mount_point)
+        termination.check()
         stack.enter_context(done_marker(config.done_path, config.mount_point))
         yield device

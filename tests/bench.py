@@ -28,6 +28,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 PROJECT = Path(__file__).resolve().parents[1]
 WORK = PROJECT / "bench-work"
@@ -159,11 +160,11 @@ def host_startup_ms(runs: int = 15) -> dict[str, float]:
     }
 
 
-def report(rows: list[dict[str, object]], host: dict[str, float]) -> int:
+def report(rows: list[dict[str, Any]], host: dict[str, float]) -> int:
     def median(size: str, kind: str, field: str) -> float:
         values = [
             float(r[field])
-            for r in rows  # type: ignore[arg-type]
+            for r in rows
             if r.get("size") == size and r.get("kind") == kind and r.get(field) is not None
         ]
         return statistics.median(values)

@@ -110,7 +110,14 @@ def lifecycle(device: str, forged_device: str) -> None:
         output=second.output(),
     )
     status, seconds = second.terminate()
-    report("second-sigterm", status=status, seconds=seconds, mappings=mappings())
+    report(
+        "second-sigterm",
+        status=status,
+        seconds=seconds,
+        mappings=mappings(),
+        done_exists=DONE.exists(),
+        output=second.output(),
+    )
     report("raw-device", contains_plaintext=device_contains(device, PLAINTEXT))
 
     before = sha256_of(device)

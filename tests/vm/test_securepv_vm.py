@@ -109,8 +109,10 @@ def test_restart_opens_the_same_volume_with_its_data(lifecycle: Steps) -> None:
     assert second["app_file"] is True
     assert "event=luks-format" not in second["output"]
     assert "event=mkfs" not in second["output"]
-    assert lifecycle["second-sigterm"]["status"] == 0
-    assert lifecycle["second-sigterm"]["mappings"] == []
+    stop = lifecycle["second-sigterm"]
+    assert stop["status"] == 0, stop["output"]
+    assert stop["mappings"] == []
+    assert stop["done_exists"] is False
 
 
 def test_raw_device_holds_no_plaintext(lifecycle: Steps) -> None:
