@@ -1,0 +1,145 @@
+"""One attested exchange with the Coordinator, with a brief retry while it is unreachable."""
+
+from __future__ import annotations
+
+import ssl
+import time
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from tenacity import (
+    RetryError,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential,
+)
+
+from contrast.atls import AttestedConnection, connect
+from contrast.attestation.base import NONCE_BYTES, Validator, VerifiedEvidence
+from contrast.attestation.platforms import validators_for
+from contrast.manifest import Manifest, ReferenceValues
+from contrast.protocol import DEFAULT_PORT, ProtocolError, raise_for_error, recv_frame, send_frame
+
+DEFAULT_CONNECT_ATTEMPTS = 5
+DEFAULT_TIMEOUT_SECONDS = 10.0
+
+
+class CoordinatorUnreachable(Exception):
+    """No TCP connection could be made; the message says where and how often we tried."""
+
+
+@dataclass(frozen=True)
+class CoordinatorAddress:
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str) -> CoordinatorAddress:
+        """``host``, ``host:port`` or ``[v6]:port``; without a port, the default port."""
+        text = text.strip()
+        if text.startswith("["):
+            host, _, rest = text[1:].partition("]")
+            port_text = rest[1:] if rest.startswith(":") else ""
+        elif text.count(":") == 1:
+            host, _, port_text = text.partition(":")
+        else:
+            host, port_text = text, ""
+        if not host:
+            raise ValueError(f"{text!r} names no host: expected HOST or HOST:PORT")
+        if not port_text:
+            return cls(host, DEFAULT_PORT)
+        if not port_text.isdigit() or not 0 < int(port_text) <= 65535:
+            raise ValueError(f"{text!r} has an invalid port: expected HOST:PORT")
+        return cls(host, int(port_text))
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class CoordinatorVerifier:
+    """What the Coordinator must prove: evidence valid under these reference values, and,
+    when the manifest lists policies with role ``coordinator``, host data among them."""
+
+    validators: Sequence[Validator]
+    allowed_policy_hashes: Collection[str] = field(default_factory=tuple)
+
+    @classmethod
+    def from_reference_values(
+        cls, reference_values: ReferenceValues, allowed_policy_hashes: Collection[str] = ()
+    ) -> CoordinatorVerifier:
+        return cls(validators_for(reference_values), tuple(allowed_policy_hashes))
+
+    @classmethod
+    def from_manifest(cls, manifest: Manifest) -> CoordinatorVerifier:
+        return cls.from_reference_values(
+            manifest.reference_values, manifest.coordinator_policy_hashes()
+        )
+
+
+def _is_connect_error(exc: BaseException) -> bool:
+    # ssl.SSLError is an OSError too, but a failed handshake is no reason to retry.
+    return isinstance(exc, OSError) and not isinstance(exc, ssl.SSLError)
+
+
+def open_attested(
+    address: CoordinatorAddress,
+    verifier: CoordinatorVerifier,
+    attempts: int = DEFAULT_CONNECT_ATTEMPTS,
+    timeout: float = DEFAULT_TIMEOUT_SECONDS,
+) -> AttestedConnection:
+    """Connect and verify; retry briefly (exponential backoff) only while unreachable."""
+    start = time.monotonic()
+    retrying = Retrying(
+        stop=stop_after_attempt(attempts),
+        wait=wait_exponential(multiplier=0.2, max=2.0),
+        retry=retry_if_exception(_is_connect_error),
+        reraise=False,
+    )
+    try:
+        for attempt in retrying:
+            with attempt:
+                return connect(
+                    address.host,
+                    address.port,
+                    verifier.validators,
+                    verifier.allowed_policy_hashes,
+                    timeout,
+                )
+    except RetryError as exc:
+        last = exc.last_attempt.exception()
+        reason = getattr(last, "strerror", None) or str(last)
+        raise CoordinatorUnreachable(
+            f"could not reach the Coordinator at {address}: tried {attempts} times over "
+            f"{time.monotonic() - start:.1f} s, last error: {reason}"
+        ) from None
+    raise AssertionError("unreachable: tenacity either returns or raises")
+
+
+def exchange(
+    address: CoordinatorAddress,
+    verifier: CoordinatorVerifier,
+    build_request: Callable[[bytes], dict[str, Any]],
+    attempts: int = DEFAULT_CONNECT_ATTEMPTS,
+    timeout: float = DEFAULT_TIMEOUT_SECONDS,
+) -> tuple[dict[str, Any], VerifiedEvidence]:
+    """Verify the Coordinator, then send ``build_request(server_nonce)`` and return the reply.
+
+    Raises RemoteError when the Coordinator refuses, AttestationError when it does not
+    verify (nothing is sent then), CoordinatorUnreachable, or ProtocolError.
+    """
+    connection = open_attested(address, verifier, attempts, timeout)
+    with connection.sock as sock:
+        hello = recv_frame(sock)
+        try:
+            nonce = bytes.fromhex(str(hello["Nonce"]))
+        except (KeyError, ValueError):
+            raise ProtocolError("the Coordinator's first frame carries no nonce") from None
+        if len(nonce) != NONCE_BYTES:
+            raise ProtocolError("the Coordinator's nonce has the wrong length")
+        send_frame(sock, build_request(nonce))
+        response = recv_frame(sock)
+    raise_for_error(response)
+    return response, connection.verified
