@@ -77,7 +77,7 @@ def test_luks_passphrase_of_workload_secret_matches_vector(secret_id: str) -> No
 
 def test_workload_secret_is_reproducible_from_the_documented_recipe() -> None:
     base = rfc5869(SEED, SALT, derivation.WORKLOAD_SECRET_BASE_LABEL, 32)
-    info = derivation.WORKLOAD_SECRET_LABEL + b"/" + "ünïcode-id".encode("utf-8")
+    info = derivation.WORKLOAD_SECRET_LABEL + b"/" + "ünïcode-id".encode()
     assert rfc5869(base, None, info, 32).hex() == VECTORS["workload_secrets"]["ünïcode-id"]
 
 
