@@ -33,7 +33,7 @@ import struct
 from collections.abc import Mapping
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.hpke import AEAD, KDF, KEM, Suite
@@ -172,4 +172,7 @@ def seal_workload_secret(secret: bytes, workload_key: ec.EllipticCurvePublicKey)
 
 
 def open_workload_secret(sealed: bytes, workload_key: ec.EllipticCurvePrivateKey) -> bytes:
-    return _SEAL_SUITE.decrypt(sealed, workload_key, info=WORKLOAD_SECRET_SEAL_INFO)
+    try:
+        return _SEAL_SUITE.decrypt(sealed, workload_key, info=WORKLOAD_SECRET_SEAL_INFO)
+    except (InvalidTag, ValueError):
+        raise ProtocolError("the sealed workload secret does not open with this key") from None
