@@ -5,7 +5,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := cryptsetup-bin e2fsprogs util-linux mount qemu-system-x86 linux-image-amd64 \
+APT_PACKAGES := cryptsetup-bin e2fsprogs util-linux fdisk mount qemu-system-x86 linux-image-amd64 \
                 libudev1 kmod busybox-static
 VENV_STAMP := $(VENV)/.installed
 

@@ -54,7 +54,9 @@ def setup_logging(component: str, level: int = logging.INFO) -> logging.Logger:
     return logging.getLogger(component)
 
 
-def event(logger: logging.Logger, name: str, level: int = logging.INFO, **fields: object) -> None:
+def event(
+    logger: logging.Logger, name: str, level: int = logging.INFO, /, **fields: object
+) -> None:
     """Log one structured event: ``event(log, "device-ready", device=path, size=n)``."""
     logger.log(level, name, extra={_FIELDS_ATTR: fields})
 

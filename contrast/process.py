@@ -5,9 +5,11 @@ Secrets never go into argv (any process can read /proc/PID/cmdline); pass them a
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
@@ -48,7 +50,7 @@ class Result:
 
 def require_binary(name: str, debian_package: str) -> str:
     """Return the path of ``name`` or raise CommandNotFound naming the package to install."""
-    path = shutil.which(name, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
+    path = shutil.which(name)
     if path is None:
         raise CommandNotFound(
             [name],
@@ -58,6 +60,12 @@ def require_binary(name: str, debian_package: str) -> str:
             "",
         )
     return path
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate()
 
 
 def run(
@@ -94,17 +102,18 @@ def run(
     try:
         stdout, stderr_bytes = proc.communicate(input=stdin, timeout=timeout)
     except subprocess.TimeoutExpired:
-        try:
-            os.killpg(proc.pid, 9)
-        except ProcessLookupError:
-            pass
-        proc.communicate()
+        _kill_group(proc)
         raise CommandTimeout(
             argv,
             f"{' '.join(argv)} did not finish within {timeout:g} s and was killed",
             None,
             "",
         ) from None
+    except BaseException:
+        # Interrupted (a signal handler raised): the command must not outlive the caller's
+        # decision to stop, or it could keep a device busy during teardown.
+        _kill_group(proc)
+        raise
     stderr = stderr_bytes.decode(errors="replace").strip()
     duration_ms = round((time.monotonic() - start) * 1000, 1)
     event(

@@ -1,0 +1,155 @@
+"""The ``initializer`` command line."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+import click
+
+from contrast.log import event, setup_logging
+from contrast.process import CommandError
+from initializer.errors import InitializerError
+
+log = logging.getLogger("initializer")
+
+DEFAULT_DONE_PATH = Path("/done")
+DEFAULT_DEVICE_TIMEOUT_SECONDS = 60.0
+
+
+class Terminated(BaseException):
+    """SIGTERM or SIGINT arrived: unwind every context manager, then exit 0.
+
+    A BaseException, so that no ``except Exception`` on the way can swallow it.
+    """
+
+
+def _process_age_ms() -> float | None:
+    """Milliseconds since the kernel started this process: interpreter start-up and imports."""
+    try:
+        with open("/proc/self/stat", "rb") as stat_file:
+            fields = stat_file.read().rsplit(b")", 1)[1].split()
+        start_ticks = int(fields[19])
+        return round(time.clock_gettime(time.CLOCK_BOOTTIME) * 1000 - start_ticks * 10, 1)
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _install_termination_handlers() -> None:
+    terminating = False
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        nonlocal terminating
+        event(log, "signal", signal=signal.Signals(signum).name)
+        if not terminating:
+            terminating = True
+            raise Terminated
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def _fail(exc: Exception, exit_code: int) -> None:
+    click.echo(f"initializer: error: {exc}", err=True)
+    sys.exit(exit_code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """The Contrast Initializer: runs in a confidential pod and sets up its secure volume."""
+
+
+@main.command("cryptsetup")
+@click.option(
+    "-d",
+    "--device-path",
+    required=True,
+    help="Raw block device of the persistent volume, e.g. /dev/csi0.",
+)
+@click.option(
+    "-m",
+    "--mount-point",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Where to mount the encrypted ext4 volume, e.g. /state.",
+)
+@click.option(
+    "--workload-secret-path",
+    envvar="WORKLOAD_SECRET_PATH",
+    type=click.Path(path_type=Path),
+    default=Path("/contrast/secrets/workload-secret-seed"),
+    show_default=True,
+    help="Hex workload secret written by the attestation step [env: WORKLOAD_SECRET_PATH].",
+)
+@click.option(
+    "--done-path",
+    envvar="DONE_PATH",
+    type=click.Path(path_type=Path),
+    default=DEFAULT_DONE_PATH,
+    show_default=True,
+    help="File written once the volume is mounted and writable [env: DONE_PATH].",
+)
+@click.option(
+    "--mapping-name",
+    default=None,
+    help="dm-crypt mapping name under /dev/mapper [default: securepv-<device name>].",
+)
+@click.option(
+    "--device-timeout",
+    type=click.FloatRange(min=0),
+    default=DEFAULT_DEVICE_TIMEOUT_SECONDS,
+    show_default=True,
+    help="Seconds to wait for the device to appear.",
+)
+def cryptsetup_command(
+    device_path: str,
+    mount_point: Path,
+    workload_secret_path: Path,
+    done_path: Path,
+    mapping_name: str | None,
+    device_timeout: float,
+) -> None:
+    """Set up a LUKS2-encrypted ext4 volume on DEVICE and mount it at MOUNTPOINT.
+
+    A blank device is formatted; a device this workload formatted before is opened; anything
+    else is refused and left untouched. Writes the done file once the volume is ready, then
+    keeps running until SIGTERM or SIGINT, when it unmounts, closes the mapping, removes
+    the done file and exits 0.
+    """
+    from initializer.securepv import SecurePVConfig, default_mapping_name, secure_pv
+
+    setup_logging("initializer")
+    event(log, "started", command="cryptsetup", pid=os.getpid(), startup_ms=_process_age_ms())
+    entry = time.monotonic()
+    config = SecurePVConfig(
+        device=device_path,
+        mount_point=mount_point,
+        workload_secret_path=workload_secret_path,
+        done_path=done_path,
+        mapping_name=mapping_name or default_mapping_name(device_path),
+        device_timeout=device_timeout,
+    )
+    _install_termination_handlers()
+    try:
+        with secure_pv(config) as device:
+            event(
+                log,
+                "ready",
+                device=device.path,
+                mount_point=mount_point,
+                work_ms=round((time.monotonic() - entry) * 1000, 1),
+            )
+            while True:
+                signal.pause()
+    except Terminated:
+        event(log, "stopped", device=device_path)
+        return
+    except InitializerError as exc:
+        _fail(exc, exc.exit_code)
+    except CommandError as exc:
+        _fail(exc, 1)

@@ -1,0 +1,154 @@
+"""The pinned LUKS2 layout of a secure PV, and the cryptsetup commands that use it.
+
+Parameters (documented in the README, checked field by field in ``luks_header``):
+
+- LUKS2, ``aes-xts-plain64`` with a 512-bit key (AES-256 in XTS), 4096-byte sectors: the
+  kernel's fastest authenticated-free full-disk mode, and 4 KiB sectors cut per-sector
+  overhead 8x against 512-byte sectors on devices with 4 KiB physical blocks.
+- Keyslot KDF: PBKDF2-SHA256 with the minimum 1000 iterations. The passphrase is a 256-bit
+  HKDF output, not a human password: brute force is 2^256 work whatever the KDF costs, so a
+  memory-hard KDF (argon2id, cryptsetup's default) would only add start-up time and memory
+  (dangerous under a 100 MiB container limit) and buy nothing.
+- 16 KiB metadata copies, a 16 MiB - 32 KiB keyslots area, data at 16 MiB: cryptsetup's
+  defaults, pinned so a cryptsetup upgrade cannot change what a valid header looks like.
+
+Key material reaches cryptsetup on stdin (``--key-file=-``), never in argv or a file.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+from contrast.process import CommandError, Result, require_binary, run
+from initializer.errors import InitializerError
+
+
+class LuksLayout:
+    CIPHER = "aes-xts-plain64"
+    KEY_BITS = 512
+    KEY_BYTES = KEY_BITS // 8
+    SECTOR_BYTES = 4096
+    HASH = "sha256"
+    PBKDF = "pbkdf2"
+    PBKDF_ITERATIONS = 1000
+    # cryptsetup sizes the digest's iterations itself; a forged header must not be able to
+    # stall the unlock with an absurd count.
+    MAX_DIGEST_ITERATIONS = 2_000_000
+    AF_STRIPES = 4000
+    METADATA_BYTES = 16 * 1024
+    DATA_OFFSET_BYTES = 16 * 1024 * 1024
+    KEYSLOTS_BYTES = DATA_OFFSET_BYTES - 2 * METADATA_BYTES
+
+
+CRYPTSETUP_PACKAGE = "cryptsetup-bin"
+# cryptsetup exits 2 when no keyslot opens with the given passphrase.
+_EXIT_NO_KEY = 2
+_TIMEOUT_SECONDS = 60.0
+
+
+class WrongWorkloadSecret(InitializerError):
+    def __init__(self, device: str):
+        super().__init__(
+            f"{device}: this volume was formatted with a different workload secret; its LUKS "
+            "keyslot does not open with the key derived from this workload's secret. The "
+            "device was left untouched. Check the pod's workload secret ID in the manifest, "
+            "or that the Coordinator was recovered with the original seed."
+        )
+
+
+class CryptsetupFailed(InitializerError):
+    pass
+
+
+def _cryptsetup_environment() -> dict[str, str]:
+    # Containers have no udev daemon of their own: without this, libdevmapper waits for a
+    # udev cookie that never comes and cryptsetup hangs. It then creates /dev/mapper nodes
+    # itself. https://gitlab.com/cryptsetup/cryptsetup/-/issues/523
+    return {"DM_DISABLE_UDEV": "1", "LC_ALL": "C"}
+
+
+def _common_options() -> list[str]:
+    options = [
+        # Token plugins are code loaded because the (untrusted) header asks for them.
+        "--disable-external-tokens",
+        # The kernel keyring is often unavailable to containers (seccomp); the key then
+        # travels in the dm table, which only the trusted guest kernel can read.
+        "--disable-keyring",
+    ]
+    # A nearly empty /run in the container lacks cryptsetup's lock directory.
+    lock_dir = Path("/run/cryptsetup")
+    try:
+        lock_dir.mkdir(mode=0o700, exist_ok=True)
+    except OSError as exc:
+        if exc.errno not in (errno.EROFS, errno.EACCES, errno.ENOENT, errno.EPERM):
+            raise
+        options.append("--disable-locks")
+    return options
+
+
+def cryptsetup(args: list[str], *, key: bytes | None = None, check: bool = True) -> Result:
+    binary = require_binary("cryptsetup", CRYPTSETUP_PACKAGE)
+    try:
+        return run(
+            [binary, *_common_options(), *args],
+            stdin=key,
+            timeout=_TIMEOUT_SECONDS,
+            check=check,
+            env=_cryptsetup_environment(),
+        )
+    except CommandError as exc:
+        raise CryptsetupFailed(str(exc)) from exc
+
+
+def luks_format(device: str, key: bytes) -> None:
+    """Write a fresh LUKS2 header with the pinned layout. Only ever on a proven-blank device."""
+    layout = LuksLayout
+    cryptsetup(
+        [
+            "luksFormat",
+            "--batch-mode",
+            "--type=luks2",
+            f"--cipher={layout.CIPHER}",
+            f"--key-size={layout.KEY_BITS}",
+            f"--sector-size={layout.SECTOR_BYTES}",
+            f"--hash={layout.HASH}",
+            f"--pbkdf={layout.PBKDF}",
+            f"--pbkdf-force-iterations={layout.PBKDF_ITERATIONS}",
+            f"--luks2-metadata-size={layout.METADATA_BYTES}",
+            f"--luks2-keyslots-size={layout.KEYSLOTS_BYTES}",
+            f"--offset={layout.DATA_OFFSET_BYTES // 512}",
+            "--key-file=-",
+            device,
+        ],
+        key=key,
+    )
+
+
+def open_with_detached_header(device: str, header_path: str, name: str, key: bytes) -> None:
+    """Map ``device`` as /dev/mapper/NAME using the checked header copy at ``header_path``."""
+    result = cryptsetup(
+        ["open", "--type=luks2", f"--header={header_path}", "--key-file=-", device, name],
+        key=key,
+        check=False,
+    )
+    if result.returncode == _EXIT_NO_KEY:
+        raise WrongWorkloadSecret(device)
+    if result.returncode != 0:
+        raise CryptsetupFailed(
+            f"{device}: cryptsetup open failed with exit status {result.returncode}: "
+            f"{result.stderr}"
+        )
+
+
+def close(name: str, *, deferred: bool = False) -> None:
+    cryptsetup(["close", *(["--deferred"] if deferred else []), name])
+
+
+def mapping_path(name: str) -> Path:
+    return Path("/dev/mapper") / name
+
+
+def mapping_exists(name: str) -> bool:
+    return os.path.exists(mapping_path(name))

@@ -1,0 +1,66 @@
+"""mount(2) and umount2(2) through libc: no mount binary, no /etc/fstab, no helpers."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import os
+from pathlib import Path
+
+from initializer.errors import InitializerError
+
+MS_NOSUID = 0x2
+MS_NODEV = 0x4
+MNT_DETACH = 0x2
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_libc.mount.argtypes = [
+    ctypes.c_char_p,
+    ctypes.c_char_p,
+    ctypes.c_char_p,
+    ctypes.c_ulong,
+    ctypes.c_char_p,
+]
+_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+
+
+class MountError(InitializerError):
+    def __init__(self, message: str, errno_value: int):
+        self.errno = errno_value
+        super().__init__(message)
+
+
+def mount(source: Path, target: Path, fstype: str, flags: int, options: str) -> None:
+    if _libc.mount(
+        os.fsencode(source), os.fsencode(target), fstype.encode(), flags, options.encode()
+    ):
+        err = ctypes.get_errno()
+        raise MountError(
+            f"mounting {source} ({fstype}) on {target} failed: {os.strerror(err)}", err
+        )
+
+
+def unmount(target: Path, *, detach: bool = False) -> None:
+    if _libc.umount2(os.fsencode(target), MNT_DETACH if detach else 0):
+        err = ctypes.get_errno()
+        raise MountError(f"unmounting {target} failed: {os.strerror(err)}", err)
+
+
+def is_busy(error: MountError) -> bool:
+    return error.errno == errno.EBUSY
+
+
+def mounted_source(target: Path) -> str | None:
+    """The source mounted on ``target`` in this mount namespace, or None."""
+    wanted = os.fsencode(os.path.realpath(target))
+    source = None
+    with open("/proc/self/mountinfo", "rb") as mountinfo:
+        for line in mountinfo:
+            fields = line.split()
+            # mountinfo(5): field 5 is the mount point; the source follows the " - " separator.
+            # Later lines are mounted on top of earlier ones, so the last match is visible.
+            if fields[4].replace(b"\\040", b" ") == wanted:
+                separator = fields.index(b"-")
+                source = os.fsdecode(fields[separator + 2])
+    return source

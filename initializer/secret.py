@@ -1,0 +1,57 @@
+"""Reading the workload secret the attestation step wrote (hex text in a 0400 tmpfs file)."""
+
+from __future__ import annotations
+
+import binascii
+from pathlib import Path
+
+from contrast.derivation import MIN_WORKLOAD_SECRET_BYTES
+from initializer.errors import UsageError
+
+DEFAULT_WORKLOAD_SECRET_PATH = Path("/contrast/secrets/workload-secret-seed")
+
+
+class WorkloadSecretError(UsageError):
+    pass
+
+
+def parse_workload_secret(text: bytes, source: Path) -> bytes:
+    """Hex text (surrounding white space allowed) to at least 32 bytes of secret.
+
+    Error messages name the file and what is wrong with it, never its content.
+    """
+    stripped = text.strip()
+    if not stripped:
+        raise WorkloadSecretError(f"workload secret file {source} is empty")
+    try:
+        secret = binascii.unhexlify(stripped)
+    except (binascii.Error, ValueError):
+        raise WorkloadSecretError(
+            f"workload secret file {source} is not hex text (expected an even number of the "
+            "characters 0-9a-f, as the Initializer's attestation step writes it)"
+        ) from None
+    if len(secret) < MIN_WORKLOAD_SECRET_BYTES:
+        raise WorkloadSecretError(
+            f"workload secret in {source} has {len(secret)} bytes; at least "
+            f"{MIN_WORKLOAD_SECRET_BYTES} bytes ({2 * MIN_WORKLOAD_SECRET_BYTES} hex characters) "
+            "are required"
+        )
+    return secret
+
+
+def read_workload_secret(path: Path) -> bytes:
+    try:
+        text = path.read_bytes()
+    except FileNotFoundError:
+        raise WorkloadSecretError(
+            f"workload secret file {path} does not exist. In a pod the Initializer's "
+            "attestation step writes it; for manual use pass --workload-secret-path or set "
+            "WORKLOAD_SECRET_PATH."
+        ) from None
+    except IsADirectoryError:
+        raise WorkloadSecretError(f"workload secret path {path} is a directory") from None
+    except OSError as exc:
+        raise WorkloadSecretError(
+            f"workload secret file {path} cannot be read: {exc.strerror}"
+        ) from None
+    return parse_workload_secret(text, path)

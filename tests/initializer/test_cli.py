@@ -1,0 +1,202 @@
+"""``initializer cryptsetup`` as a user runs it: bad input gets a clear message, an exit
+status, and leaves the device exactly as it was. Real binary, real loop devices."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.initializer import forge
+from tests.initializer.conftest import MiB, sparse_image
+
+INITIALIZER = Path(sys.executable).parent / "initializer"
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(INITIALIZER), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def checksum(path: str | Path) -> str:
+    with open(path, "rb") as data:
+        return hashlib.sha256(data.read()).hexdigest()
+
+
+@pytest.fixture
+def secret_file(tmp_path: Path) -> Path:
+    path = tmp_path / "workload-secret-seed"
+    path.write_text(secrets.token_hex(32) + "\n")
+    return path
+
+
+def cryptsetup_args(device: str, tmp_path: Path, secret: Path, *extra: str) -> list[str]:
+    return [
+        "cryptsetup",
+        "-d",
+        device,
+        "-m",
+        str(tmp_path / "state"),
+        "--workload-secret-path",
+        str(secret),
+        "--done-path",
+        str(tmp_path / "done"),
+        "--device-timeout",
+        "1",
+        *extra,
+    ]
+
+
+def test_missing_options_are_a_usage_error() -> None:
+    result = run("cryptsetup")
+    assert result.returncode == 2
+    assert "Missing option '-d' / '--device-path'" in result.stderr
+
+
+def test_unknown_option_is_a_usage_error() -> None:
+    result = run("cryptsetup", "-d", "/dev/x", "-m", "/x", "--frobnicate")
+    assert result.returncode == 2
+    assert "--frobnicate" in result.stderr and "No such option" in result.stderr
+
+
+def test_help_documents_the_options() -> None:
+    result = run("cryptsetup", "--help")
+    assert result.returncode == 0
+    for option in ("--device-path", "--mount-point", "--workload-secret-path", "--done-path"):
+        assert option in result.stdout
+
+
+def test_missing_secret_file_is_named(tmp_path: Path) -> None:
+    result = run(*cryptsetup_args("/dev/x", tmp_path, tmp_path / "nope"))
+    assert result.returncode == 2
+    assert f"workload secret file {tmp_path / 'nope'} does not exist" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_secret_path_comes_from_the_environment(tmp_path: Path) -> None:
+    result = run(
+        "cryptsetup",
+        "-d",
+        "/dev/x",
+        "-m",
+        str(tmp_path / "m"),
+        "--done-path",
+        str(tmp_path / "done"),
+        env={"WORKLOAD_SECRET_PATH": str(tmp_path / "from-env")},
+    )
+    assert result.returncode == 2
+    assert str(tmp_path / "from-env") in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"), [("not hex at all", "not hex text"), ("abcd" * 8, "has 16 bytes")]
+)
+def test_malformed_secret_is_refused(tmp_path: Path, content: str, problem: str) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text(content)
+    result = run(*cryptsetup_args("/dev/x", tmp_path, secret))
+    assert result.returncode == 2
+    assert problem in result.stderr
+
+
+def test_mount_point_that_is_a_file_is_refused(tmp_path: Path, secret_file: Path) -> None:
+    (tmp_path / "state").write_text("a file")
+    result = run(*cryptsetup_args("/dev/x", tmp_path, secret_file))
+    assert result.returncode == 2
+    assert "exists but is not a directory" in result.stderr
+
+
+def test_device_that_never_appears_times_out(tmp_path: Path, secret_file: Path) -> None:
+    result = run(*cryptsetup_args("/dev/does-not-exist", tmp_path, secret_file))
+    assert result.returncode == 1
+    assert "/dev/does-not-exist did not become available as a block device within 1 s" in (
+        result.stderr
+    )
+
+
+def test_regular_file_is_not_a_block_device(tmp_path: Path, secret_file: Path) -> None:
+    image = sparse_image(tmp_path / "image", 64 * MiB)
+    result = run(*cryptsetup_args(str(image), tmp_path, secret_file))
+    assert result.returncode == 1
+    assert "is a regular file, not a block device" in result.stderr
+
+
+def test_read_only_device_is_refused_untouched(
+    tmp_path: Path, secret_file: Path, loop_device: Callable[..., str]
+) -> None:
+    image = sparse_image(tmp_path / "ro.img", 64 * MiB)
+    device = loop_device(image, read_only=True)
+    before = checksum(image)
+    result = run(*cryptsetup_args(device, tmp_path, secret_file))
+    assert result.returncode == 1
+    assert f"{device} is read-only" in result.stderr
+    assert checksum(image) == before
+
+
+def test_too_small_device_is_refused(
+    tmp_path: Path, secret_file: Path, loop_device: Callable[..., str]
+) -> None:
+    device = loop_device(sparse_image(tmp_path / "small.img", 24 * MiB))
+    result = run(*cryptsetup_args(device, tmp_path, secret_file))
+    assert result.returncode == 1
+    assert "too small for a LUKS2 header and a file system: at least 32 MiB" in result.stderr
+
+
+def test_device_with_a_file_system_is_refused_untouched(
+    tmp_path: Path, secret_file: Path, loop_device: Callable[..., str]
+) -> None:
+    image = sparse_image(tmp_path / "ext4.img", 64 * MiB)
+    subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True)
+    before = checksum(image)
+    result = run(*cryptsetup_args(loop_device(image), tmp_path, secret_file))
+    assert result.returncode == 1
+    assert "is not blank: found ext4 file system (version 1.0, uuid " in result.stderr
+    assert checksum(image) == before
+
+
+def test_forged_header_is_refused_before_any_unlock_and_left_untouched(
+    tmp_path: Path, secret_file: Path, luks_image: Path, loop_device: Callable[..., str]
+) -> None:
+    image = tmp_path / "forged.img"
+    with luks_image.open("rb") as source:
+        raw = source.read()
+    forged = forge.with_json(
+        raw[: 2 * forge.SIZE],
+        lambda m: m["segments"]["0"].update(encryption="cipher_null-ecb"),
+    )
+    image.write_bytes(forged + raw[2 * forge.SIZE :])
+    before = checksum(image)
+    result = run(*cryptsetup_args(loop_device(image), tmp_path, secret_file))
+    assert result.returncode == 1
+    assert "segment 0 encryption is 'cipher_null-ecb'" in result.stderr
+    assert "was not opened and not changed" in result.stderr
+    assert secret_file.read_text().strip() not in result.stderr
+    assert checksum(image) == before
+
+
+@pytest.mark.parametrize(
+    ("missing", "package"), [("cryptsetup", "cryptsetup-bin"), ("mkfs.ext4", "e2fsprogs")]
+)
+def test_missing_tool_names_the_debian_package(
+    tmp_path: Path, secret_file: Path, missing: str, package: str
+) -> None:
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    for tool in ("cryptsetup", "mkfs.ext4", "blkid"):
+        if tool != missing:
+            found = subprocess.run(["which", tool], capture_output=True, text=True).stdout.strip()
+            (tools / tool).symlink_to(found)
+    result = run(*cryptsetup_args("/dev/x", tmp_path, secret_file), env={"PATH": str(tools)})
+    assert result.returncode == 1
+    assert f"{missing} is not installed: install the Debian package {package}" in result.stderr

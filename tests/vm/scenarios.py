@@ -1,0 +1,196 @@
+"""Secure-PV scenarios that run inside the microVM, many steps per boot.
+
+    tests/vm/run --disk A --disk B -- python -m tests.vm.scenarios lifecycle SECRET_A SECRET_B
+    tests/vm/run --disk ... -- python -m tests.vm.scenarios refusals SECRET_A
+
+Each step prints a RESULT line (see tests/vm/guest.py); tests/vm/test_securepv_vm.py asserts.
+"""
+
+from __future__ import annotations
+
+import binascii
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from contrast.derivation import derive_luks_passphrase
+from tests.vm.guest import (
+    CONTAINER,
+    Initializer,
+    fail_if_not_root,
+    make_shared_mount_point,
+    mappings,
+    mounted_at,
+    report,
+    run_to_completion,
+    sha256_of,
+    write_secret,
+)
+
+PLAINTEXT = b"the-quick-brown-fox-secret-payload-4711"
+POD = Path("/tmp/pod")
+STATE = POD / "state"
+DONE = POD / "done"
+
+
+def start_app(name: str, propagation: str) -> subprocess.Popen[bytes]:
+    """An application container that waits for /done, then looks at the shared volume."""
+    script = (
+        f"while [ ! -e {DONE} ]; do sleep 0.1; done; sleep 0.5; "
+        f"grep -c ' {STATE} ' /proc/self/mountinfo; ls -A {STATE}; "
+        f"if [ -d {STATE}/lost+found ]; then echo app-was-here > {STATE}/from-{name}; sync; fi"
+    )
+    return subprocess.Popen(
+        [str(CONTAINER), "--cgroup", name, "--propagation", propagation, "--", "sh", "-c", script],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def device_contains(device: str, needle: bytes) -> bool:
+    overlap = len(needle)
+    tail = b""
+    with open(device, "rb") as raw:
+        while chunk := raw.read(8 * 1024 * 1024):
+            if needle in tail + chunk:
+                return True
+            tail = chunk[-overlap:]
+    return False
+
+
+def lifecycle(device: str, forged_device: str, secret_a: str, secret_b: str) -> None:
+    make_shared_mount_point(STATE)
+    secret = write_secret(POD / "secret-a", secret_a)
+    wrong_secret = write_secret(POD / "secret-b", secret_b)
+
+    apps = {"hosttocontainer": start_app("app-slave", "slave")}
+    apps["none"] = start_app("app-private", "private")
+    first = Initializer(device, STATE, secret, DONE).start("first-start")
+    ready = first.wait_ready()
+    report(
+        "first-start",
+        ready_seconds=ready,
+        mappings=mappings(),
+        mounted=mounted_at(STATE),
+        output=first.output(),
+    )
+    for propagation, app in apps.items():
+        out, _ = app.communicate(timeout=120)
+        report(f"app-{propagation}", output=out.decode(errors="replace"))
+
+    (STATE / "file.txt").write_bytes(PLAINTEXT)
+    subprocess.run(["sync"], check=True)
+    status, seconds = first.terminate()
+    report(
+        "first-sigterm",
+        status=status,
+        seconds=seconds,
+        mappings=mappings(),
+        mounted=mounted_at(STATE),
+        done_exists=DONE.exists(),
+        output=first.output(),
+    )
+
+    second = Initializer(device, STATE, secret, DONE).start("second-start")
+    ready = second.wait_ready()
+    content = (STATE / "file.txt").read_bytes() if ready else b""
+    report(
+        "second-start",
+        ready_seconds=ready,
+        file_intact=content == PLAINTEXT,
+        app_file=(STATE / "from-app-slave").exists(),
+        output=second.output(),
+    )
+    status, seconds = second.terminate()
+    report("second-sigterm", status=status, seconds=seconds, mappings=mappings())
+    report("raw-device", contains_plaintext=device_contains(device, PLAINTEXT))
+
+    before = sha256_of(device)
+    result = run_to_completion(Initializer(device, STATE, wrong_secret, DONE), "wrong-secret")
+    report("wrong-secret", **result, unchanged=sha256_of(device) == before, mappings=mappings())
+
+    forged_header(forged_device, secret_a)
+
+
+def forged_header(device: str, secret_hex: str) -> None:
+    """The provider swaps a volume's header for a cipher_null one that opens with any key."""
+    key = derive_luks_passphrase(binascii.unhexlify(secret_hex))
+    attacker_key = b"attacker-knows-this"
+    subprocess.run(
+        [
+            "cryptsetup",
+            "luksFormat",
+            "--batch-mode",
+            "--type=luks2",
+            "--cipher=cipher_null-ecb",
+            "--key-size=0",
+            "--pbkdf=pbkdf2",
+            "--pbkdf-force-iterations=1000",
+            "--key-file=-",
+            device,
+        ],
+        input=attacker_key,
+        check=True,
+        capture_output=True,
+    )
+    # Proof that the header alone would fool cryptsetup: our key "unlocks" it.
+    accepted = subprocess.run(
+        ["cryptsetup", "open", "--test-passphrase", "--key-file=-", device],
+        input=key,
+        capture_output=True,
+    )
+    secret = write_secret(POD / "secret-forged", secret_hex)
+    before = sha256_of(device)
+    result = run_to_completion(Initializer(device, STATE, secret, DONE), "forged-header")
+    report(
+        "forged-header",
+        cryptsetup_alone_accepts=accepted.returncode == 0,
+        **result,
+        unchanged=sha256_of(device) == before,
+        mappings=mappings(),
+    )
+
+
+def refusals(secret_a: str) -> None:
+    """Devices that must be refused and left byte-for-byte as they were (see the host test)."""
+    STATE.mkdir(parents=True, exist_ok=True)
+    secret = write_secret(POD / "secret-a", secret_a)
+    cases = {
+        "ext4": "/dev/vda",
+        "gpt": "/dev/vdb",
+        "unknown-data": "/dev/vdc",
+        "luks1": "/dev/vdd",
+        "too-small": "/dev/vde",
+        "read-only": "/dev/vdf",
+    }
+    subprocess.run(["blockdev", "--setro", cases["read-only"]], check=True)
+    for name, device in cases.items():
+        before = sha256_of(device)
+        result = run_to_completion(Initializer(device, STATE, secret, DONE), name)
+        report(name, **result, unchanged=sha256_of(device) == before, mappings=mappings())
+
+    missing = Initializer("/dev/vdz", STATE, secret, DONE, extra_args=["--device-timeout", "2"])
+    start = time.monotonic()
+    result = run_to_completion(missing, "missing-device")
+    report("missing-device", **result, seconds=round(time.monotonic() - start, 3))
+    report(
+        "not-block-device",
+        **run_to_completion(Initializer("/dev/null", STATE, secret, DONE), "char"),
+    )
+
+
+def main() -> None:
+    fail_if_not_root()
+    group, *args = sys.argv[1:]
+    if group == "lifecycle":
+        lifecycle("/dev/vda", "/dev/vdb", *args)
+    elif group == "refusals":
+        refusals(*args)
+    else:
+        sys.exit(f"unknown scenario group {group!r}")
+    report("done")
+
+
+if __name__ == "__main__":
+    main()
