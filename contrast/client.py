@@ -3,24 +3,16 @@
 from __future__ import annotations
 
 import ssl
-import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-
-from tenacity import (
-    RetryError,
-    Retrying,
-    retry_if_exception,
-    stop_after_attempt,
-    wait_exponential,
-)
 
 from contrast.atls import AttestedConnection, connect
 from contrast.attestation.base import NONCE_BYTES, Validator, VerifiedEvidence
 from contrast.attestation.platforms import validators_for
 from contrast.manifest import Manifest, ReferenceValues
 from contrast.protocol import DEFAULT_PORT, ProtocolError, raise_for_error, recv_frame, send_frame
+from contrast.retry import GaveUp, retry_briefly
 
 DEFAULT_CONNECT_ATTEMPTS = 5
 DEFAULT_TIMEOUT_SECONDS = 10.0
@@ -91,31 +83,24 @@ def open_attested(
     timeout: float = DEFAULT_TIMEOUT_SECONDS,
 ) -> AttestedConnection:
     """Connect and verify; retry briefly (exponential backoff) only while unreachable."""
-    start = time.monotonic()
-    retrying = Retrying(
-        stop=stop_after_attempt(attempts),
-        wait=wait_exponential(multiplier=0.2, max=2.0),
-        retry=retry_if_exception(_is_connect_error),
-        reraise=False,
-    )
     try:
-        for attempt in retrying:
-            with attempt:
-                return connect(
-                    address.host,
-                    address.port,
-                    verifier.validators,
-                    verifier.allowed_policy_hashes,
-                    timeout,
-                )
-    except RetryError as exc:
-        last = exc.last_attempt.exception()
-        reason = getattr(last, "strerror", None) or str(last)
+        return retry_briefly(
+            lambda: connect(
+                address.host,
+                address.port,
+                verifier.validators,
+                verifier.allowed_policy_hashes,
+                timeout,
+            ),
+            retryable=_is_connect_error,
+            attempts=attempts,
+        )
+    except GaveUp as exc:
+        reason = getattr(exc.last, "strerror", None) or str(exc.last)
         raise CoordinatorUnreachable(
-            f"could not reach the Coordinator at {address}: tried {attempts} times over "
-            f"{time.monotonic() - start:.1f} s, last error: {reason}"
+            f"could not reach the Coordinator at {address}: tried {exc.attempts} times over "
+            f"{exc.seconds:.1f} s, last error: {reason}"
         ) from None
-    raise AssertionError("unreachable: tenacity either returns or raises")
 
 
 def exchange(
