@@ -41,7 +41,14 @@ def run_contrast(*args: str | Path, check: bool = False) -> subprocess.Completed
 class CoordinatorProcess:
     """The real ``coordinator`` console script, simulated TEE, ephemeral port."""
 
-    def __init__(self, state_dir: Path, simulation_key: Path, log_path: Path) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        simulation_key: Path,
+        log_path: Path,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
+        self.extra_env = extra_env or {}
         self.state_dir = state_dir
         self.simulation_key = simulation_key
         self.log_path = log_path
@@ -53,6 +60,7 @@ class CoordinatorProcess:
             **os.environ,
             "CONTRAST_TEE": "simulated",
             "CONTRAST_SIMULATION_KEY": str(self.simulation_key),
+            **self.extra_env,
         }
 
     def start(self) -> CoordinatorProcess:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -529,3 +530,68 @@ def test_attested_connection_reports_the_coordinator_platform(
         send_frame(sock, {"Method": "Status"})
         assert recv_frame(sock)["State"] == "uninitialized"
     assert connection.verified.platform == "simulated"
+
+
+def test_coordinator_running_the_pinned_policy_is_accepted(
+    workspace: Workspace, tmp_path: Path
+) -> None:
+    coordinator_policy = policy_hash(b"the Coordinator's own runtime policy")
+    manifest = workspace.read_manifest()
+    pinned = dict(manifest.policies)
+    pinned[coordinator_policy] = PolicyEntry(("coordinator",), "coordinator", "coordinator")
+    workspace.write_manifest(replace(manifest, policies=pinned))
+    process = CoordinatorProcess(
+        tmp_path / "state",
+        workspace.simulation_key_path,
+        tmp_path / "log",
+        {"CONTRAST_SIMULATED_HOST_DATA": coordinator_policy},
+    ).start()
+    try:
+        contrast_set(process, workspace)
+    finally:
+        process.stop()
+
+
+def test_coordinator_killed_during_updates_recovers_to_a_consistent_state(
+    coordinator: CoordinatorProcess, workspace: Workspace, verifier: CoordinatorVerifier
+) -> None:
+    contrast_set(coordinator, workspace)
+    owner = workspace.load_workload_owner_key()
+    base = workspace.read_manifest()
+    stop = threading.Event()
+    accepted: list[int] = []
+
+    def keep_updating(worker: int) -> None:
+        for index in range(1000):
+            if stop.is_set():
+                return
+            manifest = with_extra_workload(base, f"w{worker}-{index}")
+            try:
+                set_manifest(coordinator.coordinator_address, verifier, manifest, [], owner)
+                accepted.append(index)
+            except Exception:
+                return
+
+    threads = [threading.Thread(target=keep_updating, args=(i,)) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 30
+    while len(accepted) < 5 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert len(accepted) >= 5, "the Coordinator accepted too few updates to test a crash"
+    assert coordinator.process is not None
+    coordinator.process.kill()  # SIGKILL in the middle of writing the history
+    coordinator.process.wait()
+    stop.set()
+    for thread in threads:
+        thread.join()
+    coordinator.start()
+    count = recover(
+        coordinator.coordinator_address,
+        verifier,
+        seed_of(workspace),
+        workspace.load_seedshare_owner_key(),
+    )
+    # Every update the Coordinator confirmed is in the history; at most the one in flight
+    # at the kill is also there (written but unconfirmed).
+    assert 1 + len(accepted) <= count <= 2 + len(accepted)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import shutil
 from pathlib import Path
@@ -10,7 +11,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from contrast.derivation import derive_history_signing_key
+from contrast.files import atomic_write
 from contrast.manifest import policy_hash
+from coordinator import history as history_module
 from coordinator.history import (
     LATEST,
     MANIFESTS,
@@ -163,3 +166,29 @@ def test_copied_state_verifies_elsewhere(store: HistoryStore, tmp_path: Path) ->
     copy = tmp_path / "copy"
     shutil.copytree(store.directory, copy)
     assert len(HistoryStore(copy).verify(SIGNING_KEY.public_key())) == 3
+
+
+def test_crash_before_the_head_is_written_leaves_the_old_state(
+    store: HistoryStore, manifests: list[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    entries = store.verify(SIGNING_KEY.public_key())
+    newer = manifests[0].replace(b'"id0"', b'"id-new"')
+    real_write = atomic_write
+
+    def crash_on_head(path: Path, data: bytes, mode: int = 0o644) -> None:
+        if path.name == LATEST:
+            raise OSError(errno.EIO, "power lost")
+        real_write(path, data, mode)
+
+    monkeypatch.setattr(history_module, "atomic_write", crash_on_head)
+    with pytest.raises(OSError, match="power lost"):
+        store.append(newer, {}, entries[-1], SIGNING_KEY)
+    monkeypatch.undo()
+    assert [e.manifest_json for e in store.verify(SIGNING_KEY.public_key())] == manifests
+    store.append(newer, {}, entries[-1], SIGNING_KEY)
+    assert len(store.verify(SIGNING_KEY.public_key())) == 4
+
+
+def test_no_temporary_files_are_left_after_appends(store: HistoryStore) -> None:
+    leftovers = [p for p in store.directory.rglob("*.tmp")]
+    assert leftovers == []
