@@ -43,6 +43,7 @@ def parse_listen(value: str) -> tuple[str, int]:
 @click.option(
     "--listen",
     default=DEFAULT_LISTEN,
+    metavar="HOST:PORT",
     show_default=True,
     help="HOST:PORT to serve the attested API on (port 0: any free port, logged).",
 )
