@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from contrast.attestation import platforms
 from contrast.attestation.base import (
     AttestationError,
     Evidence,
@@ -142,7 +143,29 @@ def test_unknown_tee_name_is_refused() -> None:
         issuer_from_environment({"CONTRAST_TEE": "sgx"})
 
 
-def test_without_tee_or_simulation_the_issuer_fails_clearly() -> None:
-    # This test machine is no TEE guest; the error must say how to use the simulation.
+def test_without_tee_or_simulation_the_issuer_fails_clearly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(platforms, "_KNOWN_TEE_DEVICES", (tmp_path / "sev-guest",))
     with pytest.raises(AttestationError, match="CONTRAST_TEE=simulated"):
         issuer_from_environment({})
+
+
+def test_tee_device_without_an_issuer_in_this_build_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    device = tmp_path / "sev-guest"
+    device.write_bytes(b"")
+    monkeypatch.setattr(platforms, "_KNOWN_TEE_DEVICES", (device,))
+    with pytest.raises(AttestationError, match="has no issuer for it"):
+        issuer_from_environment({})
+
+
+def test_registered_hardware_issuer_is_used_where_its_device_exists(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    device = tmp_path / "tsm-report"
+    device.mkdir()
+    hardware = SimulatedIssuer(KEY, HOST_DATA)
+    monkeypatch.setitem(platforms.HARDWARE_ISSUERS, "test-tee", ((device,), lambda: hardware))
+    assert issuer_from_environment({}) is hardware
