@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import ssl
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
@@ -10,7 +11,7 @@ from typing import Any
 from contrast.atls import AttestedConnection, connect
 from contrast.attestation.base import NONCE_BYTES, Validator, VerifiedEvidence
 from contrast.attestation.platforms import validators_for
-from contrast.manifest import Manifest, ReferenceValues
+from contrast.manifest import Manifest, ManifestError, ReferenceValues
 from contrast.protocol import DEFAULT_PORT, ProtocolError, raise_for_error, recv_frame, send_frame
 from contrast.retry import GaveUp, retry_briefly
 
@@ -63,6 +64,26 @@ class CoordinatorVerifier:
         cls, reference_values: ReferenceValues, allowed_policy_hashes: Collection[str] = ()
     ) -> CoordinatorVerifier:
         return cls(validators_for(reference_values), tuple(allowed_policy_hashes))
+
+    @classmethod
+    def from_reference_values_json(
+        cls, data: bytes, allowed_policy_hashes: Collection[str] = ()
+    ) -> CoordinatorVerifier:
+        """From the JSON of a manifest's ``ReferenceValues`` object, e.g. handed to a pod in
+        an environment variable; raises ManifestError naming the field at fault."""
+        try:
+            raw = json.loads(data)
+        except ValueError:
+            raise ManifestError("ReferenceValues", "is not valid JSON") from None
+        manifest = Manifest.from_dict(
+            {
+                "Policies": {},
+                "ReferenceValues": raw,
+                "SeedshareOwnerPubKeys": [],
+                "WorkloadOwnerKeyDigests": [],
+            }
+        )
+        return cls.from_reference_values(manifest.reference_values, allowed_policy_hashes)
 
     @classmethod
     def from_manifest(cls, manifest: Manifest) -> CoordinatorVerifier:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
-from contrast.client import CoordinatorAddress
+from contrast.client import CoordinatorAddress, CoordinatorVerifier
+from contrast.manifest import Manifest, ManifestError
 from contrast.protocol import DEFAULT_PORT
 from contrast.retry import GaveUp, retry_briefly
+from contrast.workspace import Workspace
 
 
 @pytest.mark.parametrize(
@@ -63,3 +68,16 @@ def test_retry_briefly_returns_once_it_succeeds() -> None:
         return "ok"
 
     assert retry_briefly(flaky, retryable=lambda e: isinstance(e, OSError)) == "ok"
+
+
+def test_verifier_from_reference_values_json(tmp_path: Path) -> None:
+    workspace = Workspace(tmp_path)
+    values = workspace.reference_values("simulated")
+    document = Manifest(reference_values=values).to_dict()["ReferenceValues"]
+    verifier = CoordinatorVerifier.from_reference_values_json(json.dumps(document).encode())
+    assert [v.platform for v in verifier.validators] == ["simulated"]
+
+
+def test_malformed_reference_values_json_names_the_field() -> None:
+    with pytest.raises(ManifestError, match=r"ReferenceValues\.tdx"):
+        CoordinatorVerifier.from_reference_values_json(b'{"tdx": []}')

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import threading
@@ -595,3 +596,52 @@ def test_coordinator_killed_during_updates_recovers_to_a_consistent_state(
     # Every update the Coordinator confirmed is in the history; at most the one in flight
     # at the kill is also there (written but unconfirmed).
     assert 1 + len(accepted) <= count <= 2 + len(accepted)
+
+
+WORKLOAD_PROGRAM = """
+import os, sys
+from contrast.attestation.platforms import issuer_from_environment
+from contrast.client import CoordinatorAddress, CoordinatorVerifier
+from contrast.meshapi.client import request_workload_credentials
+
+verifier = CoordinatorVerifier.from_reference_values_json(
+    os.environ["COORDINATOR_REFERENCE_VALUES"].encode()
+)
+credentials = request_workload_credentials(
+    CoordinatorAddress.parse(os.environ["COORDINATOR_HOST"]), issuer_from_environment(), verifier
+)
+print(credentials.workload_secret_id, credentials.workload_secret.hex())
+"""
+
+
+def test_workload_process_configured_by_environment_gets_its_secret(
+    coordinator: CoordinatorProcess, workspace: Workspace
+) -> None:
+    contrast_set(coordinator, workspace)
+    reference_values = workspace.read_manifest().to_dict()["ReferenceValues"]
+    env = {
+        **os.environ,
+        "CONTRAST_TEE": "simulated",
+        "CONTRAST_SIMULATION_KEY": str(workspace.simulation_key_path),
+        "CONTRAST_SIMULATED_HOST_DATA": policy_hash(policy_text("web")),
+        "COORDINATOR_HOST": coordinator.address,
+        "COORDINATOR_REFERENCE_VALUES": json.dumps(reference_values),
+    }
+    result = subprocess.run(
+        [str(BIN / "python"), "-c", WORKLOAD_PROGRAM],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    secret_id, secret = result.stdout.split()
+    offline = run_contrast(
+        "derive-workload-secret",
+        "--workload-secret-id",
+        "web-secret",
+        "--workspace-dir",
+        workspace.directory,
+        check=True,
+    )
+    assert (secret_id, secret) == ("web-secret", offline.stdout.strip())
