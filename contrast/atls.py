@@ -78,7 +78,18 @@ def nonce_from_server_name(server_name: str | None) -> bytes | None:
 def _tls13(context: ssl.SSLContext) -> ssl.SSLContext:
     context.minimum_version = ssl.TLSVersion.TLSv1_3
     context.options |= ssl.OP_NO_TICKET
+    if context.protocol == ssl.PROTOCOL_TLS_SERVER:
+        # In TLS 1.3, OP_NO_TICKET alone still sends (stateful) tickets: an extra write
+        # after the handshake that also stalls on Nagle's algorithm. No resumption, ever.
+        context.num_tickets = 0
     return context
+
+
+def _no_delay(sock: socket.socket) -> socket.socket:
+    # Each exchange is a few small frames in lockstep; Nagle's algorithm would hold them
+    # back until the peer's delayed ACK (40 ms on Linux).
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
 
 
 class _MemoryFile:
@@ -122,7 +133,7 @@ class AttestedServerContext:
 
     def wrap(self, sock: socket.socket) -> ssl.SSLSocket:
         """Run the server side of the handshake on an accepted socket."""
-        return self.context.wrap_socket(sock, server_side=True)
+        return self.context.wrap_socket(_no_delay(sock), server_side=True)
 
     def close(self) -> None:
         if not self._closed.is_set():
@@ -236,7 +247,7 @@ def connect(
     ``allowed_policy_hashes``, when not empty, also pins the server's host data.
     """
     nonce = os.urandom(NONCE_BYTES)
-    raw = socket.create_connection((host, port), timeout=timeout)
+    raw = _no_delay(socket.create_connection((host, port), timeout=timeout))
     try:
         sock = _CLIENT_CONTEXT.wrap_socket(raw, server_hostname=nonce_to_server_name(nonce))
     except BaseException:
