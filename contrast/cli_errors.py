@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import ssl
 import sys
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
@@ -44,12 +45,22 @@ def reports_errors(command_name: str) -> Callable[[Callable[_P, _R]], Callable[_
             except USER_ERRORS as exc:
                 click.echo(f"contrast {command_name}: error: {exc}", err=True)
                 sys.exit(EXIT_FAILURE)
+            except ssl.SSLError as exc:
+                click.echo(
+                    f"contrast {command_name}: error: TLS with the Coordinator failed "
+                    f"({exc.reason or exc}): is the address a Coordinator?",
+                    err=True,
+                )
+                sys.exit(EXIT_FAILURE)
             except ConnectionError as exc:
                 click.echo(
                     f"contrast {command_name}: error: the connection to the Coordinator broke: "
                     f"{exc}",
                     err=True,
                 )
+                sys.exit(EXIT_FAILURE)
+            except OSError as exc:
+                click.echo(f"contrast {command_name}: error: {exc}", err=True)
                 sys.exit(EXIT_FAILURE)
 
         return wrapper

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from contrast.cli_errors import reports_errors
-from contrast.manifest import PLATFORM_SIMULATED, PLATFORMS, Manifest
+from contrast.manifest import PLATFORM_SIMULATED, PLATFORM_SNP, PLATFORMS, Manifest
 from contrast.workspace import Workspace
 
 WORKSPACE_OPTION = click.option(
@@ -51,6 +51,8 @@ def init(
     simulation-key.pem are generated in the workspace when missing, never overwritten.
     `contrast generate` then fills in the policies.
     """
+    if snp_measurements and reference_values != PLATFORM_SNP:
+        raise click.UsageError("--snp-measurement applies only to --reference-values snp")
     workspace = Workspace(workspace_dir)
     if workspace.manifest_path.exists() and not force:
         raise click.ClickException(

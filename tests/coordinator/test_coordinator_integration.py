@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import threading
 import time
@@ -645,3 +646,55 @@ def test_workload_process_configured_by_environment_gets_its_secret(
         check=True,
     )
     assert (secret_id, secret) == ("web-secret", offline.stdout.strip())
+
+
+def test_address_that_is_no_coordinator_is_reported_cleanly(workspace: Workspace) -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def hang_up() -> None:
+        for _ in range(5):
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            connection.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+            connection.close()
+
+    threading.Thread(target=hang_up, daemon=True).start()
+    try:
+        result = run_contrast(
+            "status", "-c", f"127.0.0.1:{port}", "--workspace-dir", workspace.directory
+        )
+    finally:
+        listener.close()
+    assert result.returncode == 1
+    assert "TLS with the Coordinator failed" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_snp_reference_values_need_a_measurement(tmp_path: Path) -> None:
+    result = run_contrast(
+        "manifest", "init", "--workspace-dir", tmp_path, "--reference-values", "snp"
+    )
+    assert result.returncode == 1
+    assert "--snp-measurement" in result.stderr
+    assert not (tmp_path / "manifest.json").exists()
+
+
+def test_snp_manifest_lists_the_given_measurement(tmp_path: Path) -> None:
+    measurement = "ab" * 48
+    run_contrast(
+        "manifest",
+        "init",
+        "--workspace-dir",
+        tmp_path,
+        "--reference-values",
+        "snp",
+        "--snp-measurement",
+        measurement,
+        check=True,
+    )
+    manifest = Workspace(tmp_path).read_manifest()
+    assert [rv.trusted_measurement for rv in manifest.reference_values.snp] == [measurement]
+    assert manifest.reference_values.simulated == ()
