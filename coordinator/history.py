@@ -154,16 +154,27 @@ class HistoryStore:
     # Reading ------------------------------------------------------------------------------
 
     def has_history(self) -> bool:
-        """True if a signed head exists; HistoryError if content exists without a head."""
+        """True if a signed head exists; HistoryError if a history exists without its head.
+
+        Transitions of index 0 without a head are what a crash during the very first set
+        leaves behind (content is written before the head): that is the old, empty state.
+        A later transition without a head cannot come from a crash, so the head was lost.
+        """
         if (self.directory / LATEST).exists():
             return True
-        leftovers = any((self.directory / TRANSITIONS).iterdir())
-        if leftovers:
-            raise HistoryError(
-                f"{self.directory / LATEST} is missing but {self.directory / TRANSITIONS} "
-                "holds transitions: the history was damaged; refusing to start afresh "
-                "(move the state directory away to deliberately start over)"
-            )
+        for path in (self.directory / TRANSITIONS).iterdir():
+            if path.name.startswith("."):
+                continue  # a temporary file of an interrupted atomic write
+            try:
+                transition = Transition.from_bytes(path.read_bytes(), path)
+            except (OSError, HistoryError):
+                transition = None
+            if transition is None or transition.index > 0:
+                raise HistoryError(
+                    f"{self.directory / LATEST} is missing but {self.directory / TRANSITIONS} "
+                    "holds a history: the state was damaged; refusing to start afresh "
+                    "(move the state directory away to deliberately start over)"
+                )
         return False
 
     def read_head(self) -> tuple[str, bytes]:

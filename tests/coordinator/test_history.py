@@ -138,10 +138,29 @@ def test_flipped_signature_bit_is_refused(store: HistoryStore) -> None:
         store.verify(SIGNING_KEY.public_key())
 
 
-def test_missing_head_with_transitions_is_not_a_fresh_start(store: HistoryStore) -> None:
+def test_missing_head_with_a_history_is_not_a_fresh_start(store: HistoryStore) -> None:
     (store.directory / LATEST).unlink()
     with pytest.raises(HistoryError, match="refusing to start afresh"):
         store.has_history()
+
+
+def test_crash_during_the_first_set_leaves_an_empty_state(
+    tmp_path: Path, manifests: list[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = HistoryStore(tmp_path / "fresh")
+    store.open()
+    real_write = atomic_write
+
+    def crash_on_head(path: Path, data: bytes, mode: int = 0o644) -> None:
+        if path.name == LATEST:
+            raise OSError(errno.EIO, "power lost")
+        real_write(path, data, mode)
+
+    monkeypatch.setattr(history_module, "atomic_write", crash_on_head)
+    with pytest.raises(OSError, match="power lost"):
+        store.append(manifests[0], {}, None, SIGNING_KEY)
+    assert any((store.directory / TRANSITIONS).iterdir())
+    assert store.has_history() is False
 
 
 def test_verification_changes_no_file(store: HistoryStore) -> None:
