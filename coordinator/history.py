@@ -270,8 +270,7 @@ class HistoryStore:
         """Store a manifest (and its policies) as the new head, signed; atomic and durable."""
         manifest = Manifest.from_json(manifest_json)
         digest = sha256_hex(manifest_json)
-        for policy_digest, text in policies.items():
-            self._write_addressed(POLICIES, policy_digest, text)
+        self.store_policies(policies)
         self._write_addressed(MANIFESTS, digest, manifest_json)
         transition = Transition(
             previous.transition.index + 1 if previous else 0,
@@ -289,6 +288,11 @@ class HistoryStore:
         )
         atomic_write(self.directory / LATEST, latest)
         return HistoryEntry(transition_hash, transition, manifest_json, manifest)
+
+    def store_policies(self, policies: Mapping[str, bytes]) -> None:
+        """Store runtime policy texts under their SHA-256 (idempotent)."""
+        for policy_digest, text in policies.items():
+            self._write_addressed(POLICIES, policy_digest, text)
 
     def _write_addressed(self, sub: str, digest: str, data: bytes) -> None:
         if sha256_hex(data) != digest:

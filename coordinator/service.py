@@ -173,6 +173,7 @@ class CoordinatorService:
                 return self._first_set(canonical, manifest, policy_files)
             self._authorize_update(ready, manifest, signer)
             if ready.latest.manifest_json == canonical:
+                self._store.store_policies(policy_files)
                 event(log, "manifest-unchanged", manifest=ready.latest.transition.manifest)
                 return self._set_response(ready, [])
             entry = self._store.append(canonical, policy_files, ready.latest, ready.signing_key)
