@@ -24,7 +24,7 @@ from contrast.seedshare import SecretSeed, encrypt_seed_share
 from contrast.userapi import recover, set_manifest
 from contrast.workspace import Workspace
 from coordinator.history import HistoryStore
-from tests.coordinator.conftest import CoordinatorProcess, workload_issuer
+from tests.coordinator.conftest import CoordinatorProcess, run_contrast, workload_issuer
 from tests.coordinator.helpers import policy_text
 
 CLIENTS = 16
@@ -162,12 +162,26 @@ def bench_recovery(root: Path) -> float:
             workspace.load_seedshare_owner_key(),
         )
         elapsed = time.monotonic() - start
+        coordinator.restart()
+        workspace.write_manifest(previous.manifest if previous else manifest)
+        start = time.monotonic()
+        run_contrast(
+            "recover",
+            "-c",
+            coordinator.address,
+            "--workspace-dir",
+            workspace.directory,
+            check=True,
+        )
+        cli_elapsed = time.monotonic() - start
     finally:
         coordinator.stop()
     assert count == HISTORY_LENGTH
     print(
         f"recovery: verified {count} manifests and became ready in {elapsed:.3f} s, attested "
-        f"TLS round trip included (target < {TARGET_RECOVERY_SECONDS} s)"
+        f"TLS round trip included (target < {TARGET_RECOVERY_SECONDS} s); the whole "
+        f"`contrast recover` command, process start and seed decryption included: "
+        f"{cli_elapsed:.3f} s"
     )
     return elapsed
 
