@@ -42,6 +42,10 @@ COORDINATOR_OPTION = click.option(
 )
 
 
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+
+
 def _decrypt_seed(workspace: Workspace) -> SecretSeed:
     key = workspace.load_seedshare_owner_key()
     share = find_seed_share(workspace.read_seed_shares(), key)
@@ -181,7 +185,8 @@ def recover_command(coordinator: CoordinatorAddress, workspace_dir: Path) -> Non
         workspace.load_seedshare_owner_key(),
     )
     click.echo(
-        f"the Coordinator at {coordinator} verified its history ({count} manifests) and is ready"
+        f"the Coordinator at {coordinator} verified its history "
+        f"({_count(count, 'manifest')}) and is ready"
     )
 
 
@@ -197,7 +202,7 @@ def status_command(coordinator: CoordinatorAddress, workspace_dir: Path) -> None
     workspace = Workspace(workspace_dir)
     manifest = workspace.read_manifest()
     status = get_status(coordinator, CoordinatorVerifier.from_manifest(manifest))
-    click.echo(f"{status.state} ({status.manifests} manifests)")
+    click.echo(f"{status.state} ({_count(status.manifests, 'manifest')})")
     if status.state != STATE_READY:
         sys.exit(EXIT_NOT_READY)
 

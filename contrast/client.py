@@ -119,7 +119,7 @@ def open_attested(
     except GaveUp as exc:
         reason = getattr(exc.last, "strerror", None) or str(exc.last)
         raise CoordinatorUnreachable(
-            f"could not reach the Coordinator at {address}: tried {exc.attempts} times over "
+            f"could not reach the Coordinator at {address}: tried {exc.attempts} time(s) over "
             f"{exc.seconds:.1f} s, last error: {reason}"
         ) from None
 

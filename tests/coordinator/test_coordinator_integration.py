@@ -473,7 +473,7 @@ def test_unknown_manifest_field_is_refused(workspace: Workspace) -> None:
 def test_unreachable_coordinator_is_reported_after_brief_retries(workspace: Workspace) -> None:
     result = run_contrast("status", "-c", "127.0.0.1:1", "--workspace-dir", workspace.directory)
     assert result.returncode == 1
-    assert "could not reach the Coordinator at 127.0.0.1:1: tried 5 times" in result.stderr
+    assert "could not reach the Coordinator at 127.0.0.1:1: tried 5 time(s)" in result.stderr
 
 
 def test_malformed_address_is_refused(workspace: Workspace) -> None:
