@@ -16,6 +16,7 @@ from contrast.atls import AttestedServerContext
 from contrast.attestation.base import AttestationError
 from contrast.attestation.platforms import issuer_from_environment
 from contrast.log import event, setup_logging
+from contrast.manifest import PLATFORM_SIMULATED
 from contrast.protocol import DEFAULT_PORT
 from coordinator.history import HistoryError, HistoryStore, StateDirError
 from coordinator.server import CoordinatorServer
@@ -71,6 +72,8 @@ def main(state_dir: Path, listen: str, debug: bool) -> None:
         click.echo(f"coordinator: cannot listen on {listen}: {exc.strerror}", err=True)
         sys.exit(1)
     host, port = server.address
+    if issuer.platform == PLATFORM_SIMULATED:
+        event(log, "simulated-tee", logging.WARNING, insecure=True, note="development only")
     event(
         log,
         "coordinator-listening",
