@@ -15,6 +15,7 @@ import click
 from contrast.log import event, setup_logging
 from contrast.process import CommandError
 from initializer.errors import InitializerError
+from initializer.securepv import SecurePVConfig, default_mapping_name, secure_pv
 
 log = logging.getLogger("initializer")
 
@@ -121,8 +122,6 @@ def cryptsetup_command(
     keeps running until SIGTERM or SIGINT, when it unmounts, closes the mapping, removes
     the done file and exits 0.
     """
-    from initializer.securepv import SecurePVConfig, default_mapping_name, secure_pv
-
     setup_logging("initializer")
     event(log, "started", command="cryptsetup", pid=os.getpid(), startup_ms=_process_age_ms())
     entry = time.monotonic()

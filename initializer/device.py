@@ -7,6 +7,8 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyudev
+
 from contrast.retry import NotYet, poll_until
 from initializer.errors import InitializerError
 
@@ -37,9 +39,6 @@ def _describe_file_type(mode: int) -> str:
 
 
 def _block_device_facts(path: str) -> BlockDevice:
-    # pyudev's import costs noticeable start-up time; only this step needs it.
-    import pyudev
-
     context = pyudev.Context()
     try:
         device = pyudev.Devices.from_device_file(context, path)
@@ -89,7 +88,17 @@ def wait_for_block_device(path: str, timeout: float) -> BlockDevice:
 
 
 def read_region(path: str | Path, offset: int, length: int) -> bytes:
-    """Read exactly ``length`` bytes at ``offset``, bypassing nothing but never guessing."""
+    """Read exactly ``length`` bytes at ``offset``; any failure is a DeviceError, never a guess."""
+    try:
+        return _read_exactly(path, offset, length)
+    except OSError as exc:
+        raise DeviceError(
+            f"{path}: reading {length} bytes at offset {offset} failed ({exc.strerror}); "
+            "nothing was written. Check the volume's health."
+        ) from None
+
+
+def _read_exactly(path: str | Path, offset: int, length: int) -> bytes:
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         chunks = []

@@ -133,11 +133,6 @@ def probe_device(device: str, size_bytes: int) -> Probe:
     tags, ambivalent = blkid_signatures(device)
     nonzero = None
     if not tags and not ambivalent:
-        try:
-            region = read_region(device, 0, min(ZERO_CHECK_BYTES, size_bytes))
-        except OSError as exc:
-            raise ProbeFailed(
-                f"{device}: reading the device failed ({exc.strerror}), so it is not formatted"
-            ) from exc
+        region = read_region(device, 0, min(ZERO_CHECK_BYTES, size_bytes))
         nonzero = first_nonzero(region)
     return Probe(tags=tags, ambivalent=ambivalent, first_nonzero_offset=nonzero)

@@ -38,7 +38,8 @@ def start_app(name: str, propagation: str) -> subprocess.Popen[bytes]:
     """An application container that waits for /done, then looks at the shared volume."""
     script = (
         f"while [ ! -e {DONE} ]; do sleep 0.1; done; sleep 0.5; "
-        f"grep -c ' {STATE} ' /proc/self/mountinfo; ls -A {STATE}; "
+        f'awk \'$5 == "{STATE}" {{ for (i = 1; i <= NF; i++) if ($i == "-") print $(i + 2) }}\' '
+        f"/proc/self/mountinfo; ls -A {STATE}; "
         f"if [ -d {STATE}/lost+found ]; then echo app-was-here > {STATE}/from-{name}; sync; fi"
     )
     return subprocess.Popen(
