@@ -8,3 +8,8 @@ import click
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """Confidential Kubernetes: generate manifests, set them, verify and recover the Coordinator."""
+
+
+from contrast.generate import generate  # noqa: E402
+
+main.add_command(generate)

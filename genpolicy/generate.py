@@ -27,12 +27,13 @@ class Options:
 
 
 @dataclass(frozen=True)
-class PolicyEntry:
+class PodPolicy:
     """A pod's manifest entry, keyed by the SHA-256 of its policy."""
 
     policy_hash: str
     sans: tuple[str, ...]
     workload_secret_id: str
+    role: str
     resource: str
     location: str
 
@@ -49,7 +50,7 @@ class StreamResult:
     source: str
     text: str
     changed: bool
-    entries: list[PolicyEntry] = field(default_factory=list)
+    entries: list[PodPolicy] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
 
@@ -150,6 +151,7 @@ def _transform_resource(
     try:
         _inject(resource, template, options, claims, warn)
         secret_id = _workload_secret_id(resource, template, rid)
+        role = _role(resource, template)
         template = kr.ensure_pod_metadata(resource, template)
         policy = generate_policy(rid, template, secret_id, kr.allow_exec(resource, template))
         kr.set_policy_annotation(template, policy.annotation)
@@ -159,9 +161,14 @@ def _transform_resource(
     for _, _, container in kr.all_containers(template.spec):
         name = container.get("name")
         if kr.is_unpinned_image(container.get("image")):
+            fix = (
+                "pass --initializer-image IMAGE@sha256:..."
+                if name == kr.INITIALIZER_NAME
+                else "pin it as IMAGE@sha256:..."
+            )
             warn(
-                f"container {name!r} image {container.get('image')!r} is not pinned by digest "
-                "(@sha256:...): the policy cannot bind what the registry serves for a tag"
+                f"container {name!r} image {container.get('image')!r} is not pinned by digest, "
+                f"so the policy cannot bind what the registry serves for a tag; {fix}"
             )
         if not isinstance(container.get("command"), list) and name != kr.INITIALIZER_NAME:
             warn(
@@ -169,10 +176,11 @@ def _transform_resource(
                 "image's entrypoint; set command to bind the whole process"
             )
     result.entries.append(
-        PolicyEntry(
+        PodPolicy(
             policy_hash=policy.sha256,
             sans=(rid.name, "*"),
             workload_secret_id=secret_id,
+            role=role,
             resource=str(rid),
             location=where,
         )
@@ -228,3 +236,19 @@ def _workload_secret_id(
             path,
         )
     return value
+
+
+ROLES = ("", "coordinator")
+
+
+def _role(resource: dict[str, Any], template: kr.PodTemplate) -> str:
+    """The manifest role: "" for workloads, "coordinator" for the Coordinator's own pod."""
+    found = kr.workload_annotation(resource, template, kr.POD_ROLE_ANNOTATION)
+    if found is None:
+        return ""
+    value, path = found
+    if value not in ROLES:
+        raise ResourceError(
+            f'{kr.POD_ROLE_ANNOTATION} must be "coordinator" (or absent), not {value!r}', path
+        )
+    return str(value)
