@@ -197,9 +197,8 @@ def parse_secure_pv(value: Any) -> SecurePV:
         raise ResourceError(f"{SECURE_PV_ANNOTATION} value {value!r} contains whitespace; {form}")
     parts = value.split(":")
     if len(parts) != 2:
-        raise ResourceError(
-            f"{SECURE_PV_ANNOTATION} value {value!r} has {len(parts) - 1} colons, not one; {form}"
-        )
+        colons = "no colon" if len(parts) == 1 else f"{len(parts) - 1} colons"
+        raise ResourceError(f"{SECURE_PV_ANNOTATION} value {value!r} has {colons}; {form}")
     if not parts[0] or not parts[1]:
         which = "device-name" if not parts[0] else "mount-name"
         raise ResourceError(f"{SECURE_PV_ANNOTATION} value {value!r} has an empty {which}; {form}")

@@ -115,7 +115,10 @@ def parse_document(text: str, first_line: int) -> Document:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = first_line + mark.line + 1 if mark is not None else None
-        problem = " ".join(p for p in (exc.context, exc.problem) if p)
+        problem = exc.problem or "cannot be parsed"
+        if exc.context and exc.context_mark is not None:
+            started = first_line + exc.context_mark.line + 1
+            problem += f" ({exc.context} that starts on line {started})"
         raise YamlSyntaxError(line, f"malformed YAML: {problem}") from None
     except yaml.YAMLError as exc:
         raise YamlSyntaxError(None, f"malformed YAML: {exc}") from None
@@ -367,6 +370,12 @@ class _Editor:
                 for offset in range(i2 - i1):
                     self.diff(items[i1 + offset], old[i1 + offset], new[j1 + offset])
                 continue
+            if tag == "replace" and i2 - i1 == j2 - j1:
+                pairs = list(zip(old[i1:i2], new[j1:j2], strict=True))
+                if all(isinstance(a, dict) and isinstance(b, dict) for a, b in pairs):
+                    for offset, (before, after) in enumerate(pairs):
+                        self.diff(items[i1 + offset], before, after)
+                    continue
             if tag in ("replace", "delete"):
                 for index in range(i1, i2):
                     self.delete_item(items, index)
@@ -413,6 +422,10 @@ def _item_key(value: Any) -> str:
     """What identifies a list item for alignment: its name, or the whole value."""
     if isinstance(value, dict) and "name" in value:
         return "name:" + json.dumps(value["name"], sort_keys=True, default=str)
+    metadata = value.get("metadata") if isinstance(value, dict) else None
+    if isinstance(metadata, dict) and "name" in metadata:
+        identity = [value.get("kind"), metadata.get("namespace"), metadata["name"]]
+        return "resource:" + json.dumps(identity, default=str)
     return json.dumps(value, sort_keys=True, default=str)
 
 
@@ -515,7 +528,7 @@ def _merge(tree: Any, old: Any, new: Any) -> Any:
         )
         merged: list[Any] = []
         for tag, i1, i2, j1, j2 in matcher.get_opcodes():
-            if tag == "equal":
+            if tag == "equal" or (tag == "replace" and i2 - i1 == j2 - j1):
                 merged.extend(
                     _merge(tree[i1 + k], old[i1 + k], new[j1 + k]) for k in range(i2 - i1)
                 )

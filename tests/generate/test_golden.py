@@ -1,0 +1,72 @@
+"""Golden files: each input under ``golden/`` becomes exactly its ``expected.yaml``.
+
+Regenerate after a deliberate change with ``python -m tests.generate.update_golden`` (and
+``update_errors``), then review the diff.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from genpolicy.errors import GenerateError
+from tests.generate.golden_support import error_cases, generate_text, golden_cases
+
+KUBERNETES_VERSION = "1.32"
+
+
+@pytest.mark.parametrize("case", golden_cases(), ids=lambda p: p.name)
+def test_output_matches_the_golden_file(case: Path) -> None:
+    result = generate_text("input.yaml", (case / "input.yaml").read_text())
+    assert result.text == (case / "expected.yaml").read_text()
+
+
+@pytest.mark.parametrize("case", golden_cases(), ids=lambda p: p.name)
+def test_warnings_match_the_golden_file(case: Path) -> None:
+    result = generate_text("input.yaml", (case / "input.yaml").read_text())
+    assert result.warnings == (case / "warnings.txt").read_text().splitlines()
+
+
+@pytest.mark.parametrize("case", golden_cases(), ids=lambda p: p.name)
+def test_a_second_run_changes_nothing(case: Path) -> None:
+    expected = (case / "expected.yaml").read_text()
+    result = generate_text("expected.yaml", expected)
+    assert not result.changed
+    assert result.text == expected
+
+
+def _resources(document: Any) -> list[dict[str, Any]]:
+    if isinstance(document, dict) and document.get("kind") == "List":
+        return [item for item in document["items"] if isinstance(item, dict)]
+    return [document] if isinstance(document, dict) else []
+
+
+@pytest.mark.parametrize("case", golden_cases(), ids=lambda p: p.name)
+def test_every_generated_resource_validates_against_the_kubernetes_schema(case: Path) -> None:
+    documents = list(yaml.safe_load_all((case / "expected.yaml").read_text()))
+    resources = [r for d in documents for r in _resources(d)]
+    assert resources
+    for resource in resources:
+        kubernetes_validate.validate(resource, KUBERNETES_VERSION, strict=True)
+
+
+def test_the_schema_check_rejects_a_misspelled_field() -> None:
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "p"},
+        "spec": {"containers": [{"name": "c", "image": "i", "volumeMount": []}]},
+    }
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(pod, KUBERNETES_VERSION, strict=True)
+
+
+@pytest.mark.parametrize("case", error_cases(), ids=lambda p: p.stem)
+def test_bad_input_fails_with_the_golden_message(case: Path) -> None:
+    with pytest.raises(GenerateError) as caught:
+        generate_text(case.name, case.read_text())
+    assert f"{caught.value}\n" == case.with_suffix(".error").read_text()
