@@ -34,7 +34,6 @@ from genpolicy.generate import (
     DEFAULT_INITIALIZER_IMAGE,
     Options,
     ParsedStream,
-    PodPolicy,
     StreamResult,
     index_claims,
     parse_stream,
@@ -127,25 +126,13 @@ def read_inputs(paths: Sequence[str], stdin: bytes | None) -> list[Input]:
 
 
 def _policies(results: Sequence[StreamResult]) -> dict[str, PolicyEntry]:
-    policies: dict[str, PolicyEntry] = {}
-    owners: dict[str, PodPolicy] = {}
-    errors: list[str] = []
-    for result in results:
-        for pod in result.entries:
-            entry = PolicyEntry(pod.sans, pod.workload_secret_id, pod.role)
-            earlier = owners.get(pod.policy_hash)
-            if earlier is not None and policies[pod.policy_hash] != entry:
-                errors.append(
-                    f"{pod.location}: {pod.resource}: has the same policy as {earlier.resource} "
-                    f"({earlier.location}) but a different workload secret ID, SANs or role; "
-                    "pods that cannot be told apart must share them"
-                )
-                continue
-            owners[pod.policy_hash] = pod
-            policies[pod.policy_hash] = entry
-    if errors:
-        raise GenerateFailed(errors)
-    return policies
+    # A policy describes its workload's identity, secret ID and role, so equal hashes mean
+    # equal entries (the same resource given twice).
+    return {
+        pod.policy_hash: PolicyEntry(pod.sans, pod.workload_secret_id, pod.role)
+        for result in results
+        for pod in result.entries
+    }
 
 
 def plan(

@@ -153,7 +153,8 @@ def _transform_resource(
         secret_id = _workload_secret_id(resource, template, rid)
         role = _role(resource, template)
         template = kr.ensure_pod_metadata(resource, template)
-        policy = generate_policy(rid, template, secret_id, kr.allow_exec(resource, template))
+        allow_exec = kr.allow_exec(resource, template)
+        policy = generate_policy(rid, template, secret_id, role, allow_exec)
         kr.set_policy_annotation(template, policy.annotation)
     except ResourceError as exc:
         line = document.line_of((*path, *exc.field_path))

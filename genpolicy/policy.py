@@ -217,8 +217,10 @@ def container_entry(container: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def policy_data(
-    rid: ResourceId, template: PodTemplate, workload_secret_id: str, allow_exec: bool
+    rid: ResourceId, template: PodTemplate, workload_secret_id: str, role: str, allow_exec: bool
 ) -> dict[str, Any]:
+    """The pod's description. Its identity (resource, workload secret ID, role) is part of it,
+    so two workloads never share a policy hash and so never share a manifest entry."""
     spec = template.spec
     containers = [
         container_entry(c)
@@ -233,6 +235,7 @@ def policy_data(
             "namespace": rid.namespace,
             "name": rid.name,
             "workloadSecretID": workload_secret_id,
+            "role": role,
         },
         "allow_exec": allow_exec,
         "containers": containers,
@@ -248,7 +251,7 @@ def render(data: Mapping[str, Any]) -> Policy:
 
 
 def generate_policy(
-    rid: ResourceId, template: PodTemplate, workload_secret_id: str, allow_exec: bool
+    rid: ResourceId, template: PodTemplate, workload_secret_id: str, role: str, allow_exec: bool
 ) -> Policy:
     """The policy of one pod, from its spec as it will run (after injection)."""
-    return render(policy_data(rid, template, workload_secret_id, allow_exec))
+    return render(policy_data(rid, template, workload_secret_id, role, allow_exec))

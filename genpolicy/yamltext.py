@@ -183,6 +183,7 @@ def render_scalar(value: Any) -> str:
     if (
         _PLAIN_SAFE.fullmatch(text)
         and not text.endswith(":")
+        and ": " not in text
         and not _YAML12_NUMBER.fullmatch(text)
         and _resolve_plain(text) == "tag:yaml.org,2002:str"
         and text.lower() not in ("y", "n", "yes", "no", "on", "off", "true", "false", "null")
@@ -316,13 +317,14 @@ class _Editor:
     def diff_mapping(self, node: yaml.Node, old: dict[Any, Any], new: dict[Any, Any]) -> None:
         if not isinstance(node, yaml.MappingNode) or node.flow_style or not node.value:
             raise _Unsupported("flow or empty mapping")
-        if any(key not in new for key in old):
-            raise _Unsupported("a key is removed")
         children: dict[Any, tuple[yaml.Node, yaml.Node]] = {}
         for key_node, value_node in node.value:
             if not isinstance(key_node, yaml.ScalarNode):
                 raise _Unsupported("complex key")
             children[key_node.value] = (key_node, value_node)
+        for key in old:
+            if key not in new:
+                self.delete_entry(children.get(str(key)))
         column = node.start_mark.column
         appended: list[str] = []
         for key, value in new.items():
@@ -347,6 +349,16 @@ class _Editor:
         if appended:
             self.insert_lines(self.content_end(node), appended)
 
+    def delete_entry(self, entry: tuple[yaml.Node, yaml.Node] | None) -> None:
+        """Remove ``key: value`` lines; only where the key starts its own line."""
+        if entry is None:
+            raise _Unsupported("key spelled differently in the text")
+        key_node, value_node = entry
+        start = self.line_start(key_node.start_mark.index)
+        if self.text[start : key_node.start_mark.index].strip():
+            raise _Unsupported("key shares its line (a list item's first key)")
+        self.edits.append((start, self.content_end(value_node), ""))
+
     def replace_with_block(self, key_node: yaml.Node, value_node: yaml.Node, value: Any) -> None:
         """``key: null`` or ``key: []`` becomes ``key:`` and a block collection below it."""
         if value_node.end_mark.line != key_node.start_mark.line:
@@ -368,7 +380,16 @@ class _Editor:
         for tag, i1, i2, j1, j2 in matcher.get_opcodes():
             if tag == "equal":
                 for offset in range(i2 - i1):
-                    self.diff(items[i1 + offset], old[i1 + offset], new[j1 + offset])
+                    before, after = old[i1 + offset], new[j1 + offset]
+                    if _loses_first_key(before, after):
+                        # The item's first key sits on its dash's line: replace the item.
+                        self.delete_item(items, i1 + offset)
+                        self.insert_lines(
+                            self.item_start(items[i1 + offset]),
+                            render_item(after, dash_column, self.style),
+                        )
+                    else:
+                        self.diff(items[i1 + offset], before, after)
                 continue
             if tag == "replace" and i2 - i1 == j2 - j1:
                 pairs = list(zip(old[i1:i2], new[j1:j2], strict=True))
@@ -416,6 +437,14 @@ class _Editor:
         for _, (start, end, replacement) in ordered:
             result = result[:start] + replacement + result[end:]
         return result
+
+
+def _loses_first_key(before: Any, after: Any) -> bool:
+    return (
+        isinstance(before, dict)
+        and isinstance(after, dict)
+        and any(key not in after for key in list(before)[:1])
+    )
 
 
 def _item_key(value: Any) -> str:
@@ -516,6 +545,8 @@ def _round_trip(text: str, old: Any, new: Any, style: Style) -> str:
 
 def _merge(tree: Any, old: Any, new: Any) -> Any:
     if isinstance(tree, CommentedMap) and isinstance(old, dict) and isinstance(new, dict):
+        for key in [k for k in tree if k not in new]:
+            del tree[key]
         for key, value in new.items():
             if key not in old:
                 tree[key] = value

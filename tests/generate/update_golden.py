@@ -1,4 +1,4 @@
-"""Rewrite the golden expectations from the current code: ``python -m tests.generate.update_golden``.
+"""Rewrite the golden files from the current code: ``python -m tests.generate.update_golden``.
 
 Only for deliberate changes (a new policy rule changes every policy): review the diff
 before committing it, because the tests then hold the code to exactly this output.
