@@ -66,7 +66,7 @@ def test_rewrites_the_file_in_place_as_the_golden_file(work: Path) -> None:
 
 def test_the_manifest_keys_the_policy_by_the_sha256_of_the_annotated_text(work: Path) -> None:
     assert generate("--reference-values", "simulated", "db.yaml", cwd=work).returncode == 0
-    resource = list(yaml.safe_load_all((work / "db.yaml").read_text()))[0]
+    resource = yaml.safe_load((work / "db.yaml").read_text())
     encoded = resource["spec"]["template"]["metadata"]["annotations"][kr.POLICY_ANNOTATION]
     policy_hash = hashlib.sha256(base64.b64decode(encoded)).hexdigest()
     manifest = Manifest.from_json((work / "manifest.json").read_bytes())
