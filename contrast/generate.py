@@ -16,10 +16,12 @@ existing ones are kept); owner keys are the workspace's, generated if missing.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import stat
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -218,6 +220,23 @@ def apply(inputs: Sequence[Input], outcome: Outcome, workspace: Workspace) -> li
     return written
 
 
+@contextlib.contextmanager
+def _no_cyclic_gc() -> Iterator[None]:
+    """Pause the cyclic garbage collector while every input's parse tree is held at once.
+
+    The trees hold no cycles (reference counting frees them), but their hundreds of
+    thousands of objects make each automatic collection walk them all again: with the
+    collector on, parsing 1,000 workloads took 2.5 times as long.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 @click.command("generate")
 @click.option(
     "--workspace-dir",
@@ -259,13 +278,14 @@ def generate(
     stdin = sys.stdin.buffer.read() if STDIN in paths else None
     try:
         inputs = read_inputs(paths, stdin)
-        outcome = plan(
-            inputs,
-            Options(initializer_image=initializer_image),
-            workspace,
-            reference_values,
-            snp_measurements,
-        )
+        with _no_cyclic_gc():
+            outcome = plan(
+                inputs,
+                Options(initializer_image=initializer_image),
+                workspace,
+                reference_values,
+                snp_measurements,
+            )
         for warning in outcome.warnings:
             event(logger, "warning", logging.WARNING, detail=warning)
         written = apply(inputs, outcome, workspace)

@@ -245,8 +245,13 @@ def policy_data(
 
 
 def render(data: Mapping[str, Any]) -> Policy:
-    """The policy text: the fixed rules, then ``policy_data`` as sorted, indented JSON."""
-    body = json.dumps(data, sort_keys=True, indent=2, ensure_ascii=False)
+    """The policy text: the fixed rules, then ``policy_data`` as sorted JSON.
+
+    Every member and element goes on its own line, because regorus (the agent's Rego
+    engine) refuses lines over 1024 columns; a newline in the separator rather than
+    ``indent`` keeps json's C encoder, which is several times faster.
+    """
+    body = json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",\n", ": "))
     return Policy(f"{_RULES}\npolicy_data := {body}\n")
 
 

@@ -19,11 +19,12 @@ byte for byte, whatever it contains.
 from __future__ import annotations
 
 import difflib
+import functools
 import io
 import json
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
@@ -62,6 +63,8 @@ class Document:
     first_line: int  # 0-based line of ``text`` in the stream
     node: yaml.Node | None
     data: Any
+    parsed_text: str = ""  # ``text`` with long policy values stashed (see ``_stash``)
+    stash: dict[str, str] = field(default_factory=dict)
 
     def line_of(self, path: tuple[str | int, ...]) -> int | None:
         """The 1-based stream line of the node at ``path``, or of its nearest ancestor."""
@@ -107,11 +110,126 @@ def split_documents(text: str) -> Iterator[tuple[str, int]]:
     yield "".join(lines[start:]), start
 
 
+class _Loader(yaml.CSafeLoader):
+    """libyaml's parser with SafeLoader's tags, minus per-node resolver bookkeeping.
+
+    PyYAML resolves every scalar's tag in Python, and for safe loading that is only the
+    implicit-resolver table lookup below (no path resolvers exist), so this gives the same
+    tags as ``SafeLoader`` at a fraction of the cost.
+    """
+
+    def descend_resolver(self, current_node: Any, current_index: Any) -> None:
+        return None
+
+    def ascend_resolver(self) -> None:
+        return None
+
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> str:
+        if kind is yaml.ScalarNode:
+            if implicit[0]:
+                for tag, regexp in self.yaml_implicit_resolvers.get(value[:1], ()):
+                    if regexp.match(value):
+                        return str(tag)
+            return str(self.DEFAULT_SCALAR_TAG)
+        if kind is yaml.SequenceNode:
+            return str(self.DEFAULT_SEQUENCE_TAG)
+        return str(self.DEFAULT_MAPPING_TAG)
+
+
+# A policy annotation value is ~15 KB of base64 that libyaml would scan character by
+# character on every run; such values are swapped for short tokens before parsing and
+# swapped back in the data and the output. Only whole-line values are swapped, so line
+# numbers and every other position on other lines stay as they were.
+_POLICY_LINE = re.compile(
+    r"^([ \t]*io\.katacontainers\.config\.agent\.policy:[ \t]+)([A-Za-z0-9+/]{256,}={0,2})"
+    r"([ \t]*)$",
+    re.MULTILINE,
+)
+_STASH_PREFIX = "contrast-stashed-policy-"
+
+
+def _stash(text: str, stash: dict[str, str], has_own_tokens: bool = False) -> str:
+    """``text`` with long policy values replaced by tokens recorded in ``stash``.
+
+    A user's text that happens to contain the token prefix is left as it is (and simply
+    parsed in full); ``has_own_tokens`` says the tokens in ``text`` are ours.
+    """
+    if "io.katacontainers.config.agent.policy" not in text:
+        return text
+    if not has_own_tokens and _STASH_PREFIX in text:
+        return text
+
+    def swap(match: re.Match[str]) -> str:
+        token = f"{_STASH_PREFIX}{len(stash)}"
+        stash[token] = match.group(2)
+        return match.group(1) + token + match.group(3)
+
+    return _POLICY_LINE.sub(swap, text)
+
+
+def _unstash(text: str, stash: dict[str, str]) -> str:
+    # Longest tokens first, so that "...-1" never replaces inside "...-10".
+    for token in sorted(stash, key=len, reverse=True):
+        text = text.replace(token, stash[token])
+    return text
+
+
+def _restore(data: Any, stash: dict[str, str]) -> Any:
+    if isinstance(data, dict):
+        return {k: _restore(v, stash) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_restore(v, stash) for v in data]
+    if isinstance(data, str):
+        return stash.get(data, data)
+    return data
+
+
+_STR_TAG = "tag:yaml.org,2002:str"
+_NULL_TAG = "tag:yaml.org,2002:null"
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+class _NotPlain(Exception):
+    """The node tree needs PyYAML's full constructor (merge keys, unhashable keys)."""
+
+
+def _plain(
+    node: yaml.Node, scalars: yaml.constructor.SafeConstructor, stash: dict[str, str]
+) -> Any:
+    """Node tree to data, as SafeLoader would build it, without its per-node overhead."""
+    if isinstance(node, yaml.ScalarNode):
+        if node.tag == _STR_TAG:
+            return stash.get(node.value, node.value) if stash else node.value
+        if node.tag == _NULL_TAG:
+            return None
+        return scalars.construct_object(node)
+    if isinstance(node, yaml.SequenceNode):
+        return [_plain(item, scalars, stash) for item in node.value]
+    if isinstance(node, yaml.MappingNode):
+        result = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == _MERGE_TAG or not isinstance(key_node, yaml.ScalarNode):
+                raise _NotPlain
+            result[_plain(key_node, scalars, stash)] = _plain(value_node, scalars, stash)
+        return result
+    raise _NotPlain
+
+
+def _construct(loader: _Loader, node: yaml.Node, stash: dict[str, str]) -> Any:
+    scalars = yaml.constructor.SafeConstructor()
+    try:
+        return _plain(node, scalars, stash)
+    except (_NotPlain, RecursionError, TypeError):
+        return _restore(loader.construct_document(node), stash)
+
+
 def parse_document(text: str, first_line: int) -> Document:
-    loader = yaml.CSafeLoader(text)
+    stash: dict[str, str] = {}
+    parsed_text = _stash(text, stash)
+    loader = _Loader(parsed_text)
     try:
         node = loader.get_single_node()
-        data = loader.construct_document(node) if node is not None else None
+        data = _construct(loader, node, stash) if node is not None else None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = first_line + mark.line + 1 if mark is not None else None
@@ -124,13 +242,15 @@ def parse_document(text: str, first_line: int) -> Document:
         raise YamlSyntaxError(None, f"malformed YAML: {exc}") from None
     finally:
         loader.dispose()
-    return Document(text=text, first_line=first_line, node=node, data=data)
+    return Document(text, first_line, node, data, parsed_text, stash)
 
 
-def load_data(text: str) -> Any:
-    loader = yaml.CSafeLoader(text)
+def load_data(text: str, stash: dict[str, str] | None = None) -> Any:
+    """The data of a one-document ``text`` (tokens from ``stash`` read as their values)."""
+    loader = _Loader(text)
     try:
-        return loader.get_single_data()
+        node = loader.get_single_node()
+        return _construct(loader, node, stash or {}) if node is not None else None
     finally:
         loader.dispose()
 
@@ -170,6 +290,7 @@ def _is_block(node: yaml.Node) -> bool:
     return isinstance(node, yaml.CollectionNode) and not node.flow_style
 
 
+@functools.lru_cache(maxsize=4096, typed=True)
 def render_scalar(value: Any) -> str:
     if value is None:
         return "null"
@@ -458,39 +579,31 @@ def _item_key(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str)
 
 
-def _has_aliases(node: yaml.Node) -> bool:
-    seen: set[int] = set()
-    stack = [node]
-    while stack:
-        current = stack.pop()
-        if id(current) in seen:
-            return True
-        seen.add(id(current))
-        if isinstance(current, yaml.MappingNode):
-            for key_node, value_node in current.value:
-                if isinstance(key_node, yaml.ScalarNode) and key_node.value == "<<":
-                    return True
-                stack.append(key_node)
-                stack.append(value_node)
-        elif isinstance(current, yaml.SequenceNode):
-            stack.extend(current.value)
-    return False
+# An anchor (&a) or alias (*a) token, or a merge key. Text that merely looks like one (a
+# glob such as "- *.log") only sends the document to the round-trip fallback.
+_ALIAS_OR_ANCHOR = re.compile(r"(?:^|[\s\[{,])[&*][^\s,\]}]|<<\s*:")
+
+
+def _may_have_aliases(text: str) -> bool:
+    """Aliases share one node between places, which text edits cannot express."""
+    return _ALIAS_OR_ANCHOR.search(text) is not None
 
 
 def rewrite(document: Document, new: Any) -> str:
     """The document's text changed to hold ``new``, as little as possible."""
     assert document.node is not None
     style = guess_style(document.node)
-    if not _has_aliases(document.node):
-        editor = _Editor(text=document.text, style=style, edits=[])
+    if not _may_have_aliases(document.parsed_text):
+        editor = _Editor(text=document.parsed_text, style=style, edits=[])
         try:
             editor.diff(document.node, document.data, new)
         except _Unsupported:
             pass
         else:
-            candidate = editor.apply()
-            if _same(candidate, new):
-                return candidate
+            stash = dict(document.stash)
+            candidate = _stash(editor.apply(), stash, has_own_tokens=True)
+            if _same(candidate, new, stash):
+                return _unstash(candidate, stash)
     candidate = _round_trip(document.text, document.data, new, style)
     if not _same(candidate, new):
         raise RewriteError(
@@ -500,9 +613,9 @@ def rewrite(document: Document, new: Any) -> str:
     return candidate
 
 
-def _same(text: str, new: Any) -> bool:
+def _same(text: str, new: Any, stash: dict[str, str] | None = None) -> bool:
     try:
-        return bool(load_data(text) == new)
+        return bool(load_data(text, stash) == new)
     except yaml.YAMLError:
         return False
 

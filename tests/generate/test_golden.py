@@ -70,3 +70,20 @@ def test_bad_input_fails_with_the_golden_message(case: Path) -> None:
     with pytest.raises(GenerateError) as caught:
         generate_text(case.name, case.read_text())
     assert f"{caught.value}\n" == case.with_suffix(".error").read_text()
+
+
+def test_a_changed_image_in_generated_output_changes_only_its_line_and_the_policy() -> None:
+    expected = (golden_cases()[0].parent / "statefulset-secure-pv" / "expected.yaml").read_text()
+    old_image = "registry.example/db@sha256:" + "1" * 64
+    new_image = "registry.example/db@sha256:" + "2" * 64
+    edited = expected.replace(old_image, new_image)
+    result = generate_text("expected.yaml", edited)
+    assert result.changed
+    changed_lines = [
+        (before, after)
+        for before, after in zip(edited.splitlines(), result.text.splitlines(), strict=True)
+        if before != after
+    ]
+    assert len(changed_lines) == 1
+    assert changed_lines[0][0].strip().startswith("io.katacontainers.config.agent.policy: ")
+    assert generate_text("again.yaml", result.text).text == result.text

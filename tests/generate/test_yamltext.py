@@ -158,3 +158,37 @@ def test_scalars_are_quoted_exactly_when_needed(value: Any, rendered: str) -> No
 )
 def test_the_document_indentation_is_reused_for_new_text(text: str, style: Style) -> None:
     assert guess_style(parse_document(text, 0).node) == style
+
+
+def _all_inputs() -> list[str]:
+    from tests.generate.golden_support import ERRORS, GOLDEN
+
+    paths = [*GOLDEN.glob("*/*.yaml"), *ERRORS.glob("*.yaml")]
+    texts = [p.read_text() for p in paths if not p.name.startswith("malformed")]
+    return [*texts, "a: [yes, No, ~, 0x1F, 0o17, 017, 1_000, 1:30, .5, -.inf, 2001-12-14, '']\n"]
+
+
+def test_documents_load_exactly_as_yaml_safe_load_loads_them() -> None:
+    for text in _all_inputs():
+        for chunk, first_line in split_documents(text):
+            assert parse_document(chunk, first_line).data == yaml.safe_load(chunk)
+
+
+def test_text_that_contains_the_stash_token_prefix_is_still_rewritten_correctly() -> None:
+    value = "QUJD" * 100
+    text = (
+        "note: contrast-stashed-policy-0\n"
+        f"metadata:\n  annotations:\n    io.katacontainers.config.agent.policy: {value}\n"
+    )
+
+    def add(data: dict[str, Any]) -> None:
+        data["metadata"]["labels"] = {"a": "b"}
+
+    result = edited(text, add)
+    assert yaml.safe_load(result) == {
+        "note": "contrast-stashed-policy-0",
+        "metadata": {
+            "annotations": {"io.katacontainers.config.agent.policy": value},
+            "labels": {"a": "b"},
+        },
+    }
