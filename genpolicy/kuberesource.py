@@ -42,6 +42,10 @@ SECRETS_VOLUME_NAME = "contrast-secrets"
 SECRETS_MOUNT_PATH = "/contrast"
 SECURE_PV_DEVICE_PATH = "/dev/csi0"
 SECURE_PV_STATE_PATH = "/state"
+# An explicit command, so that the policy binds the privileged Initializer's whole argv
+# (without one, whatever the host puts before the args would be allowed). ``initializer``
+# is the project's console script, on PATH in any image that pip-installs it.
+INITIALIZER_COMMAND = ["initializer"]
 
 # Where the pod template sits in each kind that carries one; () means the resource is a Pod.
 POD_TEMPLATE_PATHS: Mapping[str, tuple[str, ...]] = {
@@ -335,10 +339,16 @@ def initializer_container(image: str, secure_pv: SecurePV | None) -> Resource:
     """
     secrets_mount = {"name": SECRETS_VOLUME_NAME, "mountPath": SECRETS_MOUNT_PATH}
     if secure_pv is None:
-        return {"name": INITIALIZER_NAME, "image": image, "volumeMounts": [secrets_mount]}
+        return {
+            "name": INITIALIZER_NAME,
+            "image": image,
+            "command": list(INITIALIZER_COMMAND),
+            "volumeMounts": [secrets_mount],
+        }
     return {
         "name": INITIALIZER_NAME,
         "image": image,
+        "command": list(INITIALIZER_COMMAND),
         "env": [{"name": "CRYPTSETUP_DEVICE", "value": SECURE_PV_DEVICE_PATH}],
         "resources": {"limits": {"memory": "100Mi"}, "requests": {"memory": "100Mi"}},
         "restartPolicy": "Always",

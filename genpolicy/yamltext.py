@@ -603,7 +603,7 @@ def rewrite(document: Document, new: Any) -> str:
             stash = dict(document.stash)
             candidate = _stash(editor.apply(), stash, has_own_tokens=True)
             if _same(candidate, new, stash):
-                return _unstash(candidate, stash)
+                return _keep_line_endings(document.text, _unstash(candidate, stash))
     candidate = _round_trip(document.text, document.data, new, style)
     if not _same(candidate, new):
         raise RewriteError(
@@ -611,6 +611,14 @@ def rewrite(document: Document, new: Any) -> str:
             "in contrast generate, please report it with the input document"
         )
     return candidate
+
+
+def _keep_line_endings(original: str, rewritten: str) -> str:
+    """Inserted lines end in "\n"; in a file of CRLF lines, make them CRLF too."""
+    crlf = original.count("\r\n")
+    if crlf and crlf == original.count("\n"):
+        return rewritten.replace("\r\n", "\n").replace("\n", "\r\n")
+    return rewritten
 
 
 def _same(text: str, new: Any, stash: dict[str, str] | None = None) -> bool:

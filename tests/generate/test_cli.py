@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import kubernetes_validate
 import pytest
 import yaml
 
@@ -264,3 +265,6 @@ def test_the_examples_generate_cleanly_and_idempotently(tmp_path: Path) -> None:
     assert generate("examples", cwd=tmp_path).returncode == 0
     assert snapshot(tmp_path) == after_first
     assert len(Manifest.from_json((tmp_path / "manifest.json").read_bytes()).policies) == 2
+    for example in sorted((tmp_path / "examples").glob("*.yml")):
+        for resource in yaml.safe_load_all(example.read_text()):
+            kubernetes_validate.validate(resource, "1.32", strict=True)

@@ -79,6 +79,7 @@ def test_injecting_the_initializer_twice_is_a_no_op() -> None:
 def test_the_initializer_is_a_native_sidecar_with_the_secure_pv_configuration() -> None:
     container = kr.initializer_container(IMAGE, kr.SecurePV("disk", "data"))
     assert container["restartPolicy"] == "Always"
+    assert container["command"] == ["initializer"]
     assert container["env"] == [{"name": "CRYPTSETUP_DEVICE", "value": "/dev/csi0"}]
     assert container["volumeDevices"] == [{"name": "disk", "devicePath": "/dev/csi0"}]
     assert container["volumeMounts"][0] == {

@@ -297,3 +297,10 @@ def test_files_are_copied_only_into_the_shared_container_directory(
 def test_an_empty_create_container_request_is_denied(engine: regorus.Engine) -> None:
     engine.set_input_json("{}")
     assert engine.eval_rule("data.agent_policy.CreateContainerRequest") is False
+
+
+def test_the_initializer_running_another_program_is_denied(engine: regorus.Engine) -> None:
+    def shell(req: Request) -> None:
+        req["OCI"]["Process"]["Args"] = ["/bin/sh", "-c", "cat /contrast/secrets/*"]
+
+    assert not decide(engine, "CreateContainerRequest", changed("initializer", shell))

@@ -192,3 +192,12 @@ def test_text_that_contains_the_stash_token_prefix_is_still_rewritten_correctly(
             "labels": {"a": "b"},
         },
     }
+
+
+def test_a_file_with_crlf_line_endings_keeps_them_on_inserted_lines() -> None:
+    text = "outer:\r\n  a: 1 # one\r\n"
+
+    def add(data: dict[str, Any]) -> None:
+        data["outer"]["b"] = 2
+
+    assert edited(text, add) == "outer:\r\n  a: 1 # one\r\n  b: 2\r\n"
