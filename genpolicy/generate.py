@@ -171,7 +171,7 @@ def _transform_resource(
                 f"container {name!r} image {container.get('image')!r} is not pinned by digest, "
                 f"so the policy cannot bind what the registry serves for a tag; {fix}"
             )
-        if not isinstance(container.get("command"), list) and name != kr.INITIALIZER_NAME:
+        if not isinstance(container.get("command"), list):
             warn(
                 f"container {name!r} has no command: the policy binds its args but not the "
                 "image's entrypoint; set command to bind the whole process"

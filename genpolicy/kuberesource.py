@@ -481,11 +481,6 @@ def set_policy_annotation(template: PodTemplate, encoded_policy: str) -> None:
         annotations[POLICY_ANNOTATION] = encoded_policy
 
 
-def without_policy_annotation(metadata: Mapping[str, Any]) -> dict[str, Any]:
-    """The pod's annotations except the policy itself (a policy cannot contain its own hash)."""
-    return {k: v for k, v in _annotations(metadata).items() if k != POLICY_ANNOTATION}
-
-
 def is_unpinned_image(image: Any) -> bool:
     return not (isinstance(image, str) and re.search(r"@sha256:[0-9a-f]{64}$", image))
 
