@@ -581,7 +581,7 @@ def _item_key(value: Any) -> str:
 
 # An anchor (&a) or alias (*a) token, or a merge key. Text that merely looks like one (a
 # glob such as "- *.log") only sends the document to the round-trip fallback.
-_ALIAS_OR_ANCHOR = re.compile(r"(?:^|[\s\[{,])[&*][^\s,\]}]|<<\s*:")
+_ALIAS_OR_ANCHOR = re.compile(r"(?:^|[\s\[{,])[&*][^\s,\[\]{}\"']|<<\s*:")
 
 
 def _may_have_aliases(text: str) -> bool:
