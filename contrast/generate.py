@@ -272,7 +272,12 @@ def generate(
     initializer_image: str,
     paths: tuple[str, ...],
 ) -> None:
-    """Add Contrast to Kubernetes YAML (files, directories, or - for stdin to stdout)."""
+    """Inject Contrast into Kubernetes YAML and write manifest.json.
+
+    PATHS are YAML files, directories (searched for *.yml and *.yaml), or - to rewrite
+    stdin to stdout. Pods with a contrast-cc runtime class get the Initializer, the
+    contrast-secrets volume and a runtime policy; nothing is written if any input is bad.
+    """
     logger = setup_logging("contrast.generate")
     workspace = Workspace(workspace_dir)
     stdin = sys.stdin.buffer.read() if STDIN in paths else None
