@@ -31,7 +31,7 @@ from contrast.files import atomic_write
 from contrast.log import event, setup_logging
 from contrast.manifest import PLATFORMS, Manifest, PolicyEntry, ReferenceValues
 from contrast.workspace import Workspace, WorkspaceError
-from genpolicy.errors import GenerateError
+from genpolicy.errors import GenerateError, InputErrors
 from genpolicy.generate import (
     DEFAULT_INITIALIZER_IMAGE,
     Options,
@@ -150,8 +150,8 @@ def plan(
     for item in inputs:
         try:
             parsed.append(parse_stream(item.source, item.text))
-        except GenerateError as exc:
-            errors.append(str(exc))
+        except InputErrors as exc:
+            errors.extend(str(e) for e in exc.errors)
     if errors:
         raise GenerateFailed(errors)
     claims = index_claims(parsed)
@@ -159,8 +159,8 @@ def plan(
     for stream in parsed:
         try:
             results.append(transform_stream(stream, options, claims))
-        except GenerateError as exc:
-            errors.append(str(exc))
+        except InputErrors as exc:
+            errors.extend(str(e) for e in exc.errors)
         except RewriteError as exc:
             errors.append(f"{stream.source}: {exc}")
     if errors:

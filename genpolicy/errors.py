@@ -27,3 +27,11 @@ class GenerateError(Exception):
         location = source if line is None else f"{source}:{line}"
         subject = f"{resource}: " if resource else ""
         super().__init__(f"{location}: {subject}{problem}")
+
+
+class InputErrors(Exception):
+    """Every problem found in one input stream, each located; ``str`` gives one a line."""
+
+    def __init__(self, errors: list[GenerateError]) -> None:
+        self.errors = errors
+        super().__init__("\n".join(str(e) for e in errors))

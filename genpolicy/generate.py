@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from genpolicy import kuberesource as kr
-from genpolicy.errors import GenerateError, ResourceError
+from genpolicy.errors import GenerateError, InputErrors, ResourceError
 from genpolicy.policy import generate_policy
 from genpolicy.yamltext import Document, YamlSyntaxError, parse_document, rewrite, split_documents
 
@@ -55,13 +55,16 @@ class StreamResult:
 
 
 def parse_stream(source: str, text: str) -> ParsedStream:
-    """Split and parse every document; malformed YAML raises with the stream's line."""
+    """Split and parse every document; malformed documents raise InputErrors with lines."""
     documents = []
+    errors = []
     for chunk, first_line in split_documents(text):
         try:
             documents.append(parse_document(chunk, first_line))
         except YamlSyntaxError as exc:
-            raise GenerateError(source, exc.line, None, exc.problem) from None
+            errors.append(GenerateError(source, exc.line, None, exc.problem))
+    if errors:
+        raise InputErrors(errors)
     return ParsedStream(source=source, text=text, documents=tuple(documents))
 
 
@@ -110,21 +113,34 @@ def _has_contrast_pod(data: Any) -> bool:
 def transform_stream(
     stream: ParsedStream, options: Options, claims: Mapping[tuple[str, str], kr.ClaimInfo]
 ) -> StreamResult:
-    """Inject into every contrast pod of the stream and rewrite the documents that changed."""
+    """Inject into every contrast pod of the stream and rewrite the documents that changed.
+
+    Raises InputErrors naming every resource at fault (the stream is then left as it was).
+    """
     result = StreamResult(source=stream.source, text=stream.text, changed=False)
     parts: list[str] = []
+    errors: list[GenerateError] = []
     for document in stream.documents:
         if not _has_contrast_pod(document.data):
             parts.append(document.text)
             continue
         new = _copy(document.data)
         for path, resource in _resources(new):
-            _transform_resource(stream.source, document, path, resource, options, claims, result)
+            try:
+                _transform_resource(
+                    stream.source, document, path, resource, options, claims, result
+                )
+            except GenerateError as exc:
+                errors.append(exc)
+        if errors:
+            continue
         if new == document.data:
             parts.append(document.text)
         else:
             parts.append(rewrite(document, new))
             result.changed = True
+    if errors:
+        raise InputErrors(errors)
     if result.changed:
         result.text = "".join(parts)
     return result

@@ -16,7 +16,8 @@ import yaml
 from ruamel.yaml import YAML
 
 from genpolicy import yamltext
-from genpolicy.errors import GenerateError
+from genpolicy.errors import InputErrors
+from tests.generate.golden_support import ERRORS as ERRORS_DIR
 from tests.generate.golden_support import error_cases, generate_text, golden_cases
 
 KUBERNETES_VERSION = "1.32"
@@ -70,7 +71,7 @@ def test_the_schema_check_rejects_a_misspelled_field() -> None:
 
 @pytest.mark.parametrize("case", error_cases(), ids=lambda p: p.stem)
 def test_bad_input_fails_with_the_golden_message(case: Path) -> None:
-    with pytest.raises(GenerateError) as caught:
+    with pytest.raises(InputErrors) as caught:
         generate_text(case.name, case.read_text())
     assert f"{caught.value}\n" == case.with_suffix(".error").read_text()
 
@@ -129,3 +130,13 @@ def test_the_result_does_not_depend_on_the_input_layout(
     expected = [d for d in yaml.safe_load_all((case / "expected.yaml").read_text()) if d]
     assert [d for d in yaml.safe_load_all(result.text) if d] == expected
     assert generate_text("variant.yaml", result.text).text == result.text
+
+
+def test_every_bad_resource_of_a_stream_is_reported() -> None:
+    stream = "---\n".join(
+        (ERRORS_DIR / name).read_text()
+        for name in ("secure-pv-no-colon.yaml", "mount-host-path.yaml")
+    )
+    with pytest.raises(InputErrors) as caught:
+        generate_text("both.yaml", stream)
+    assert [e.line for e in caught.value.errors] == [7, 73]

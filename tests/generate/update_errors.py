@@ -5,7 +5,7 @@ Only for deliberate changes to a message: review the diff before committing it.
 
 from __future__ import annotations
 
-from genpolicy.errors import GenerateError
+from genpolicy.errors import InputErrors
 from tests.generate.golden_support import error_cases, generate_text
 
 
@@ -13,7 +13,7 @@ def main() -> None:
     for case in error_cases():
         try:
             generate_text(case.name, case.read_text())
-        except GenerateError as exc:
+        except InputErrors as exc:
             case.with_suffix(".error").write_text(f"{exc}\n")
             print(exc)
         else:
