@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import click
 
+from contrast.cli_generate import generate
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """Confidential Kubernetes: generate manifests, set them, verify and recover the Coordinator."""
 
-
-from contrast.generate import generate  # noqa: E402
 
 main.add_command(generate)
