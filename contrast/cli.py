@@ -11,6 +11,7 @@ from contrast.cli_coordinator import (
     status_command,
     verify_command,
 )
+from contrast.cli_generate import generate
 from contrast.cli_manifest import manifest
 
 
@@ -20,6 +21,7 @@ def main() -> None:
 
 
 main.add_command(manifest)
+main.add_command(generate)
 main.add_command(set_command)
 main.add_command(verify_command)
 main.add_command(recover_command)
