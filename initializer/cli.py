@@ -4,29 +4,22 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import sys
 import time
 from pathlib import Path
-from types import FrameType
 
 import click
 
 from contrast.log import event, setup_logging
 from contrast.process import CommandError
+from initializer import termination
 from initializer.errors import InitializerError
+from initializer.securepv import SecurePVConfig, default_mapping_name, secure_pv
 
 log = logging.getLogger("initializer")
 
 DEFAULT_DONE_PATH = Path("/done")
 DEFAULT_DEVICE_TIMEOUT_SECONDS = 60.0
-
-
-class Terminated(BaseException):
-    """SIGTERM or SIGINT arrived: unwind every context manager, then exit 0.
-
-    A BaseException, so that no ``except Exception`` on the way can swallow it.
-    """
 
 
 def _process_age_ms() -> float | None:
@@ -38,20 +31,6 @@ def _process_age_ms() -> float | None:
         return round(time.clock_gettime(time.CLOCK_BOOTTIME) * 1000 - start_ticks * 10, 1)
     except (OSError, IndexError, ValueError):
         return None
-
-
-def _install_termination_handlers() -> None:
-    terminating = False
-
-    def handler(signum: int, _frame: FrameType | None) -> None:
-        nonlocal terminating
-        event(log, "signal", signal=signal.Signals(signum).name)
-        if not terminating:
-            terminating = True
-            raise Terminated
-
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
 
 
 def _fail(exc: Exception, exit_code: int) -> None:
@@ -121,8 +100,7 @@ def cryptsetup_command(
     keeps running until SIGTERM or SIGINT, when it unmounts, closes the mapping, removes
     the done file and exits 0.
     """
-    from initializer.securepv import SecurePVConfig, default_mapping_name, secure_pv
-
+    termination.block()
     setup_logging("initializer")
     event(log, "started", command="cryptsetup", pid=os.getpid(), startup_ms=_process_age_ms())
     entry = time.monotonic()
@@ -134,7 +112,6 @@ def cryptsetup_command(
         mapping_name=mapping_name or default_mapping_name(device_path),
         device_timeout=device_timeout,
     )
-    _install_termination_handlers()
     try:
         with secure_pv(config) as device:
             event(
@@ -144,10 +121,9 @@ def cryptsetup_command(
                 mount_point=mount_point,
                 work_ms=round((time.monotonic() - entry) * 1000, 1),
             )
-            while True:
-                signal.pause()
-    except Terminated:
-        event(log, "stopped", device=device_path)
+            termination.wait()
+    except termination.Terminated as stop:
+        event(log, "stopped", device=device_path, signal=stop.signal_name)
         return
     except InitializerError as exc:
         _fail(exc, exc.exit_code)

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+import pyudev
 
 from contrast.retry import NotYet, poll_until
 from initializer.errors import InitializerError
@@ -37,9 +40,6 @@ def _describe_file_type(mode: int) -> str:
 
 
 def _block_device_facts(path: str) -> BlockDevice:
-    # pyudev's import costs noticeable start-up time; only this step needs it.
-    import pyudev
-
     context = pyudev.Context()
     try:
         device = pyudev.Devices.from_device_file(context, path)
@@ -57,14 +57,18 @@ def _block_device_facts(path: str) -> BlockDevice:
     )
 
 
-def wait_for_block_device(path: str, timeout: float) -> BlockDevice:
+def wait_for_block_device(
+    path: str, timeout: float, between_attempts: Callable[[], None] = lambda: None
+) -> BlockDevice:
     """Wait, at most ``timeout`` seconds, for ``path`` to exist and be a block device.
 
     A path that exists but is something else is an error at once: it will not turn into a
-    block device by waiting.
+    block device by waiting. ``between_attempts`` runs before each attempt and may raise to
+    stop the wait (the Initializer stops on SIGTERM).
     """
 
     def attempt() -> BlockDevice:
+        between_attempts()
         try:
             mode = os.stat(path).st_mode
         except FileNotFoundError as exc:
@@ -89,7 +93,17 @@ def wait_for_block_device(path: str, timeout: float) -> BlockDevice:
 
 
 def read_region(path: str | Path, offset: int, length: int) -> bytes:
-    """Read exactly ``length`` bytes at ``offset``, bypassing nothing but never guessing."""
+    """Read exactly ``length`` bytes at ``offset``; any failure is a DeviceError, never a guess."""
+    try:
+        return _read_exactly(path, offset, length)
+    except OSError as exc:
+        raise DeviceError(
+            f"{path}: reading {length} bytes at offset {offset} failed ({exc.strerror}); "
+            "nothing was written. Check the volume's health."
+        ) from None
+
+
+def _read_exactly(path: str | Path, offset: int, length: int) -> bytes:
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         chunks = []

@@ -27,6 +27,8 @@ from initializer.errors import InitializerError
 from initializer.luks import LuksLayout
 
 BINARY_HEADER_BYTES = 4096
+# Both metadata copies: all of the header that is metadata rather than key material.
+METADATA_AREA_BYTES = 2 * LuksLayout.METADATA_BYTES
 PRIMARY_MAGIC = b"LUKS\xba\xbe"
 SECONDARY_MAGIC = b"SKUL\xba\xbe"
 # Layout of the binary header (big-endian): magic, version, hdr_size, seqid, label,
@@ -73,7 +75,8 @@ class CheckedHeader:
     uuid: str
     sequence_id: int
     data_offset: int
-    header_bytes: int
+    keyslot_area_offset: int
+    keyslot_area_size: int
 
 
 def _cstring(raw: bytes) -> bytes:
@@ -332,9 +335,9 @@ def _names(obj: object) -> str:
 def check_header(device: str, raw: bytes, device_bytes: int) -> CheckedHeader:
     """Check both metadata copies in ``raw`` (the device's first bytes) and return the facts.
 
-    ``raw`` must hold at least both metadata copies. Raises HeaderRejected naming every field
-    that differs from the pinned layout; returns only when the header is exactly one this
-    project would have written.
+    ``raw`` must hold both metadata copies (``METADATA_AREA_BYTES``); more is ignored.
+    Raises HeaderRejected naming every field that differs from the pinned layout; returns
+    only when the header is exactly one this project would have written.
     """
     layout = LuksLayout
     check = _Checker()
@@ -371,9 +374,11 @@ def check_header(device: str, raw: bytes, device_bytes: int) -> CheckedHeader:
     data_offset = _check_metadata(check, metadata, device_bytes)
     if check.problems or data_offset is None:
         raise HeaderRejected(device, check.problems)
+    area = metadata["keyslots"]["0"]["area"]
     return CheckedHeader(
         uuid=primary.uuid.decode("ascii", errors="replace"),
         sequence_id=primary.sequence_id,
         data_offset=data_offset,
-        header_bytes=data_offset,
+        keyslot_area_offset=int(area["offset"]),
+        keyslot_area_size=int(area["size"]),
     )

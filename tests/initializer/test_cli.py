@@ -6,8 +6,10 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -200,3 +202,24 @@ def test_missing_tool_names_the_debian_package(
     result = run(*cryptsetup_args("/dev/x", tmp_path, secret_file), env={"PATH": str(tools)})
     assert result.returncode == 1
     assert f"{missing} is not installed: install the Debian package {package}" in result.stderr
+
+
+def test_sigterm_while_waiting_for_the_device_exits_zero_at_once(
+    tmp_path: Path, secret_file: Path
+) -> None:
+    args = cryptsetup_args("/dev/never-appears", tmp_path, secret_file)
+    args[args.index("--device-timeout") + 1] = "120"
+    process = subprocess.Popen([str(INITIALIZER), *args], stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    for line in process.stderr:
+        if "event=started" in line:
+            break
+    time.sleep(0.5)
+    process.send_signal(signal.SIGTERM)
+    start = time.monotonic()
+    status = process.wait(timeout=10)
+    rest = process.stderr.read()
+    assert status == 0
+    assert time.monotonic() - start < 3
+    assert "event=stopped" in rest and "signal=SIGTERM" in rest
+    assert not (tmp_path / "done").exists()

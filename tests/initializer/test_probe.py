@@ -17,6 +17,7 @@ from initializer.probe import (
     first_nonzero,
     parse_blkid_export,
     probe_device,
+    probe_luks_magic,
 )
 from tests.initializer.conftest import MiB, sparse_image
 
@@ -95,3 +96,18 @@ def test_our_luks_header_on_a_loop_device_is_luks2(
 ) -> None:
     device = loop_device(luks_image, read_only=True)
     assert classify(device, probe_device(device, 64 * MiB)) is Contents.LUKS2
+
+
+def test_luks_magic_is_recognised_with_its_version_without_libblkid() -> None:
+    assert probe_luks_magic(b"LUKS\xba\xbe\x00\x02" + bytes(8)) == Probe(
+        {"TYPE": "crypto_LUKS", "VERSION": "2"}, False, None
+    )
+    luks1 = probe_luks_magic(b"LUKS\xba\xbe\x00\x01" + bytes(8))
+    assert luks1 is not None
+    with pytest.raises(DeviceNotBlank, match="LUKS1 volume"):
+        classify("/dev/x", luks1)
+
+
+def test_no_luks_magic_needs_the_full_probe() -> None:
+    assert probe_luks_magic(bytes(64)) is None
+    assert probe_luks_magic(b"SKUL\xba\xbe\x00\x02") is None

@@ -1,7 +1,7 @@
 """Secure-PV scenarios that run inside the microVM, many steps per boot.
 
-    tests/vm/run --disk A --disk B -- python -m tests.vm.scenarios lifecycle SECRET_A SECRET_B
-    tests/vm/run --disk ... -- python -m tests.vm.scenarios refusals SECRET_A
+    tests/vm/run --disk A --disk B -- python -m tests.vm.scenarios lifecycle
+    tests/vm/run --disk ... -- python -m tests.vm.scenarios refusals
 
 Each step prints a RESULT line (see tests/vm/guest.py); tests/vm/test_securepv_vm.py asserts.
 """
@@ -9,12 +9,16 @@ Each step prints a RESULT line (see tests/vm/guest.py); tests/vm/test_securepv_v
 from __future__ import annotations
 
 import binascii
+import os
+import secrets
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from contrast.derivation import derive_luks_passphrase
+from initializer import luks
+from tests.initializer import forge
 from tests.vm.guest import (
     CONTAINER,
     Initializer,
@@ -38,7 +42,8 @@ def start_app(name: str, propagation: str) -> subprocess.Popen[bytes]:
     """An application container that waits for /done, then looks at the shared volume."""
     script = (
         f"while [ ! -e {DONE} ]; do sleep 0.1; done; sleep 0.5; "
-        f"grep -c ' {STATE} ' /proc/self/mountinfo; ls -A {STATE}; "
+        f'awk \'$5 == "{STATE}" {{ for (i = 1; i <= NF; i++) if ($i == "-") print $(i + 2) }}\' '
+        f"/proc/self/mountinfo; ls -A {STATE}; "
         f"if [ -d {STATE}/lost+found ]; then echo app-was-here > {STATE}/from-{name}; sync; fi"
     )
     return subprocess.Popen(
@@ -59,7 +64,9 @@ def device_contains(device: str, needle: bytes) -> bool:
     return False
 
 
-def lifecycle(device: str, forged_device: str, secret_a: str, secret_b: str) -> None:
+def lifecycle(device: str, forged_device: str) -> None:
+    # Secrets are made here, in the guest's memory, never passed in argv.
+    secret_a, secret_b = secrets.token_hex(32), secrets.token_hex(32)
     make_shared_mount_point(STATE)
     secret = write_secret(POD / "secret-a", secret_a)
     wrong_secret = write_secret(POD / "secret-b", secret_b)
@@ -103,7 +110,14 @@ def lifecycle(device: str, forged_device: str, secret_a: str, secret_b: str) -> 
         output=second.output(),
     )
     status, seconds = second.terminate()
-    report("second-sigterm", status=status, seconds=seconds, mappings=mappings())
+    report(
+        "second-sigterm",
+        status=status,
+        seconds=seconds,
+        mappings=mappings(),
+        done_exists=DONE.exists(),
+        output=second.output(),
+    )
     report("raw-device", contains_plaintext=device_contains(device, PLAINTEXT))
 
     before = sha256_of(device)
@@ -114,48 +128,51 @@ def lifecycle(device: str, forged_device: str, secret_a: str, secret_b: str) -> 
 
 
 def forged_header(device: str, secret_hex: str) -> None:
-    """The provider swaps a volume's header for a cipher_null one that opens with any key."""
+    """The provider takes a volume formatted by this workload and rewrites its header: the
+    keyslot (still opening with the workload's key) is kept, the data segment is switched to
+    cipher_null and the checksums are redone. cryptsetup alone opens it, and whatever the
+    guest then writes lands on the disk in plaintext."""
     key = derive_luks_passphrase(binascii.unhexlify(secret_hex))
-    attacker_key = b"attacker-knows-this"
-    subprocess.run(
-        [
-            "cryptsetup",
-            "luksFormat",
-            "--batch-mode",
-            "--type=luks2",
-            "--cipher=cipher_null-ecb",
-            "--key-size=0",
-            "--pbkdf=pbkdf2",
-            "--pbkdf-force-iterations=1000",
-            "--key-file=-",
-            device,
-        ],
-        input=attacker_key,
-        check=True,
-        capture_output=True,
+    luks.luks_format(device, key)
+    with open(device, "r+b") as raw:
+        header = raw.read(luks.LuksLayout.DATA_OFFSET_BYTES)
+        raw.seek(0)
+        raw.write(
+            forge.with_json(
+                header, lambda m: m["segments"]["0"].update(encryption="cipher_null-ecb")
+            )
+        )
+    # Proof that the attack is real without the check: cryptsetup opens it with our key,
+    # and data written through the mapping is plaintext on the device.
+    opened = subprocess.run(
+        ["cryptsetup", "open", "--key-file=-", device, "attacked"], input=key, capture_output=True
     )
-    # Proof that the header alone would fool cryptsetup: our key "unlocks" it.
-    accepted = subprocess.run(
-        ["cryptsetup", "open", "--test-passphrase", "--key-file=-", device],
-        input=key,
-        capture_output=True,
-    )
+    plaintext_on_disk = False
+    if opened.returncode == 0:
+        with open("/dev/mapper/attacked", "r+b") as mapping:
+            mapping.write(PLAINTEXT)
+            mapping.flush()
+            os.fsync(mapping.fileno())
+        subprocess.run(["cryptsetup", "close", "attacked"], check=True)
+        plaintext_on_disk = device_contains(device, PLAINTEXT)
     secret = write_secret(POD / "secret-forged", secret_hex)
     before = sha256_of(device)
     result = run_to_completion(Initializer(device, STATE, secret, DONE), "forged-header")
     report(
         "forged-header",
-        cryptsetup_alone_accepts=accepted.returncode == 0,
+        cryptsetup_alone_opens=opened.returncode == 0,
+        cryptsetup_error=opened.stderr.decode(errors="replace"),
+        plaintext_on_disk=plaintext_on_disk,
         **result,
         unchanged=sha256_of(device) == before,
         mappings=mappings(),
     )
 
 
-def refusals(secret_a: str) -> None:
+def refusals() -> None:
     """Devices that must be refused and left byte-for-byte as they were (see the host test)."""
     STATE.mkdir(parents=True, exist_ok=True)
-    secret = write_secret(POD / "secret-a", secret_a)
+    secret = write_secret(POD / "secret-a", secrets.token_hex(32))
     cases = {
         "ext4": "/dev/vda",
         "gpt": "/dev/vdb",
@@ -182,11 +199,11 @@ def refusals(secret_a: str) -> None:
 
 def main() -> None:
     fail_if_not_root()
-    group, *args = sys.argv[1:]
+    (group,) = sys.argv[1:]
     if group == "lifecycle":
-        lifecycle("/dev/vda", "/dev/vdb", *args)
+        lifecycle("/dev/vda", "/dev/vdb")
     elif group == "refusals":
-        refusals(*args)
+        refusals()
     else:
         sys.exit(f"unknown scenario group {group!r}")
     report("done")

@@ -1,0 +1,1 @@
+"""The Coordinator: secret seed, manifest history, recovery, mesh CA and the attested API."""
