@@ -13,7 +13,9 @@ from cryptography.hazmat.primitives import serialization
 
 from contrast.attestation.snp.certchain import (
     AMD_ROOT_KEYS,
+    AmdCertificate,
     CertificateChainError,
+    VerifiedChain,
     load_ask_ark_pem,
     parse_certificate,
     split_pem,
@@ -23,7 +25,15 @@ from contrast.attestation.snp.report import Product, SigningKey, TcbVersion
 from tests.snp.hierarchy import NOW, TCB, Hierarchy, make_hierarchy
 
 
-def _verify_real(vcek: bytes, chain_pem: bytes) -> object:
+def _parsed(hierarchy: Hierarchy) -> tuple[AmdCertificate, AmdCertificate, AmdCertificate]:
+    return (
+        parse_certificate(hierarchy.ark, "ARK"),
+        parse_certificate(hierarchy.ask, "ASK"),
+        parse_certificate(hierarchy.vcek, "VCEK"),
+    )
+
+
+def _verify_real(vcek: bytes, chain_pem: bytes) -> VerifiedChain:
     ask, ark = load_ask_ark_pem(chain_pem, "chain")
     return verify_chain(ark, ask, parse_certificate(vcek, "VCEK"), NOW)
 
@@ -33,9 +43,9 @@ def test_real_vcek_chains_to_the_pinned_milan_root(
 ) -> None:
     chain = _verify_real(real_vcek, milan_chain_pem)
 
-    assert chain.product is Product.MILAN  # type: ignore[attr-defined]
-    assert chain.signing_key is SigningKey.VCEK  # type: ignore[attr-defined]
-    assert chain.leaf_tcb == TcbVersion(2, 0, 5, 68)  # type: ignore[attr-defined]
+    assert chain.product is Product.MILAN
+    assert chain.signing_key is SigningKey.VCEK
+    assert chain.leaf_tcb == TcbVersion(2, 0, 5, 68)
 
 
 def test_real_vcek_is_refused_under_the_genoa_chain(
@@ -97,20 +107,14 @@ def test_pem_and_der_parse_to_the_same_certificate(milan_chain_pem: bytes) -> No
 
 
 def test_chain_of_an_unpinned_root_is_refused(milan: Hierarchy) -> None:
-    ark, ask, vcek = (
-        parse_certificate(c, n)
-        for c, n in ((milan.ark, "ARK"), (milan.ask, "ASK"), (milan.vcek, "VCEK"))
-    )
+    ark, ask, vcek = _parsed(milan)
 
     with pytest.raises(CertificateChainError, match="not the pinned AMD root key"):
         verify_chain(ark, ask, vcek, NOW)
 
 
 def test_test_hierarchy_verifies_under_its_own_pin(milan: Hierarchy) -> None:
-    ark, ask, vcek = (
-        parse_certificate(c, n)
-        for c, n in ((milan.ark, "ARK"), (milan.ask, "ASK"), (milan.vcek, "VCEK"))
-    )
+    ark, ask, vcek = _parsed(milan)
 
     chain = verify_chain(ark, ask, vcek, NOW, milan.roots)
 
@@ -120,10 +124,7 @@ def test_test_hierarchy_verifies_under_its_own_pin(milan: Hierarchy) -> None:
 
 def test_root_pinned_for_another_product_decides_the_product(milan: Hierarchy) -> None:
     """A Milan-named chain whose ARK is pinned as Genoa's is refused: the pin decides."""
-    ark, ask, vcek = (
-        parse_certificate(c, n)
-        for c, n in ((milan.ark, "ARK"), (milan.ask, "ASK"), (milan.vcek, "VCEK"))
-    )
+    ark, ask, vcek = _parsed(milan)
     roots = {Product.GENOA: ark.public_key_sha256}
 
     with pytest.raises(CertificateChainError, match="must be 'SEV-Genoa'"):
@@ -132,24 +133,18 @@ def test_root_pinned_for_another_product_decides_the_product(milan: Hierarchy) -
 
 def test_vcek_with_another_products_name_is_refused() -> None:
     hierarchy = make_hierarchy(product_name="Genoa-B1", key_label="misnamed")
-    certs = [
-        parse_certificate(c, n)
-        for c, n in ((hierarchy.ark, "ARK"), (hierarchy.ask, "ASK"), (hierarchy.vcek, "VCEK"))
-    ]
+    ark, ask, vcek = _parsed(hierarchy)
 
     with pytest.raises(CertificateChainError, match="product name 'Genoa-B1'"):
-        verify_chain(*certs, now=NOW, roots=hierarchy.roots)
+        verify_chain(ark, ask, vcek, NOW, hierarchy.roots)
 
 
 def test_expired_vcek_is_refused() -> None:
     hierarchy = make_hierarchy(vcek_not_after=NOW - timedelta(days=1), key_label="expired")
-    certs = [
-        parse_certificate(c, n)
-        for c, n in ((hierarchy.ark, "ARK"), (hierarchy.ask, "ASK"), (hierarchy.vcek, "VCEK"))
-    ]
+    ark, ask, vcek = _parsed(hierarchy)
 
     with pytest.raises(CertificateChainError, match="VCEK is valid from"):
-        verify_chain(*certs, now=NOW, roots=hierarchy.roots)
+        verify_chain(ark, ask, vcek, NOW, hierarchy.roots)
 
 
 def test_ask_and_vcek_swapped_are_refused(milan: Hierarchy) -> None:
