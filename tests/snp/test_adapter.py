@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from contrast.attestation.base import AttestationError, Evidence, report_data_for
+from contrast.attestation import platforms
+from contrast.attestation.base import AttestationError, Evidence, report_data_for, validate_evidence
 from contrast.attestation.snp.adapter import (
     SnpPlatformIssuer,
     SnpPlatformValidator,
@@ -215,3 +216,25 @@ def test_validator_factory_builds_the_manifests_snp_validator(
 
 def test_issuer_factory_builds_the_snp_issuer() -> None:
     assert snp_issuer_factory().platform == "snp"
+
+
+def test_registered_snp_factories_route_snp_evidence_and_pick_the_snp_issuer(
+    milan: Hierarchy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The two registration lines docs/snp.md gives for platforms.py, applied for this test."""
+    monkeypatch.delenv("CONTRAST_SNP_KDS_CACHE", raising=False)
+    monkeypatch.setitem(
+        platforms.VALIDATOR_FACTORIES,
+        "snp",
+        lambda rv: SnpPlatformValidator(rv.snp, roots=milan.roots, clock=lambda: NOW),
+    )
+    device = tmp_path / "sev-guest"
+    device.touch()
+    monkeypatch.setitem(platforms.HARDWARE_ISSUERS, "snp", ((device,), snp_issuer_factory))
+
+    validators = platforms.validators_for(ReferenceValues(snp=(_entry(),)))
+    verified = validate_evidence(_evidence(milan), REPORT_DATA, validators)
+    issuer = platforms.issuer_from_environment({})
+
+    assert verified.host_data == HOST_DATA
+    assert isinstance(issuer, SnpPlatformIssuer)
