@@ -38,9 +38,10 @@ from tests.snp.hierarchy import (
 )
 
 RUNS = 2000
+TARGET_MS = 3.0
 
 
-def _measure(name: str, action: Callable[[], object], runs: int = RUNS) -> None:
+def _measure(name: str, action: Callable[[], object], runs: int = RUNS) -> float:
     action()  # warm up
     samples = []
     for _ in range(runs):
@@ -52,6 +53,7 @@ def _measure(name: str, action: Callable[[], object], runs: int = RUNS) -> None:
         f"{name:<62} median {statistics.median(samples):6.3f} ms   "
         f"p99 {samples[int(len(samples) * 0.99)]:6.3f} ms   ({runs} runs)"
     )
+    return statistics.median(samples)
 
 
 def main() -> None:
@@ -64,7 +66,7 @@ def main() -> None:
     validator = SnpValidator(reference, roots=hierarchy.roots, clock=lambda: NOW)
     evidence = encode_evidence(report, table)
     assert validator.validate(evidence, REPORT_DATA)
-    _measure(
+    warm = _measure(
         "SnpValidator.validate, certificates in evidence, warm",
         lambda: validator.validate(evidence, REPORT_DATA),
     )
@@ -93,11 +95,11 @@ def main() -> None:
         trusted_measurements=frozenset({real_report[0x90:0xC0]}),
         minimum_tcb=TcbVersion(2, 0, 5, 68),
     )
-    warm = ChainCache()
-    _measure(
+    chain_cache = ChainCache()
+    real_warm = _measure(
         "real AMD report + reference values, warm chain cache",
         lambda: evaluate_report(
-            real_report, certificates, NOW, real_reference, None, chain_cache=warm
+            real_report, certificates, NOW, real_reference, None, chain_cache=chain_cache
         ),
     )
     _measure(
@@ -105,6 +107,9 @@ def main() -> None:
         lambda: evaluate_report(real_report, certificates, NOW, real_reference),
         runs=500,
     )
+    worst = max(warm, real_warm)
+    verdict = "met" if worst < TARGET_MS else "MISSED"
+    print(f"target: one full validation with a warm cache under {TARGET_MS} ms: {verdict}")
 
 
 def _pem(der: bytes) -> bytes:
