@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import binascii
 import json
+import os
 import secrets
 import statistics
 import subprocess
@@ -34,7 +35,10 @@ PROJECT = Path(__file__).resolve().parents[1]
 WORK = PROJECT / "bench-work"
 GiB = 1024**3
 SIZES = {"1 GiB": 1 * GiB, "64 GiB": 64 * GiB}
-LATER_STARTS = 3
+ROUNDS = 3
+# Zeroing this much makes a used device blank again for the next first start: the header,
+# keyslots and the start of the data area (the probe checks the first 17 MiB).
+BLANK_BYTES = 18 * 1024 * 1024
 RESULT = "BENCH "
 
 
@@ -51,13 +55,30 @@ def log_field(output: str, event: str, name: str) -> float | None:
     return None
 
 
+def step_durations(output: str) -> dict[str, float]:
+    """Each logged step's duration, by event name: where the Initializer's time goes."""
+    steps: dict[str, float] = {}
+    for line in output.splitlines():
+        fields = dict(f.split("=", 1) for f in line.split() if "=" in f)
+        if "duration_ms" in fields and fields.get("status") == "ok":
+            steps[fields["event"]] = float(fields["duration_ms"])
+    return steps
+
+
+def make_blank(device: str) -> None:
+    with open(device, "r+b") as raw:
+        raw.write(bytes(BLANK_BYTES))
+        raw.flush()
+        os.fsync(raw.fileno())
+
+
 def timed(argv: list[str], stdin: bytes | None = None) -> float:
     start = time.monotonic()
     subprocess.run(argv, input=stdin, check=True, capture_output=True)
     return (time.monotonic() - start) * 1000
 
 
-def initializer_start(device: str, secret: Path, label: str) -> dict[str, float | None]:
+def initializer_start(device: str, secret: Path, label: str) -> dict[str, Any]:
     from tests.vm.guest import Initializer
 
     pod = Path("/tmp/bench")
@@ -72,6 +93,7 @@ def initializer_start(device: str, secret: Path, label: str) -> dict[str, float 
         "wall_ms": round(ready * 1000, 1),
         "startup_ms": log_field(output, "started", "startup_ms"),
         "work_ms": log_field(output, "ready", "work_ms"),
+        "steps": step_durations(output),
     }
 
 
@@ -124,21 +146,20 @@ def guest() -> None:
     secret = write_secret(pod / "secret", secret_hex)
     key = derive_luks_passphrase(binascii.unhexlify(secret_hex))
     devices = {"1 GiB": ("/dev/vda", "/dev/vdc"), "64 GiB": ("/dev/vdb", "/dev/vdd")}
-    for size, (device, baseline_device) in devices.items():
-        emit(size=size, kind="initializer-first", **initializer_start(device, secret, "first"))
-        for n in range(LATER_STARTS):
-            emit(
-                size=size,
-                kind="initializer-later",
-                **initializer_start(device, secret, f"later-{n}"),
-            )
-        for _ in range(LATER_STARTS):
-            emit(size=size, kind="baseline-a-later", total_ms=baseline_a(device, key, mount_point))
-        emit(
-            size=size,
-            kind="baseline-b-first",
-            **baseline_b_first(baseline_device, key, mount_point),
-        )
+    # Rounds interleave everything, so a burst of load on this shared machine hits the
+    # Initializer, the baselines and both sizes alike rather than one of them.
+    for round_ in range(ROUNDS):
+        for size, (device, baseline_device) in devices.items():
+            make_blank(device)
+            first = initializer_start(device, secret, f"first-{round_}")
+            emit(size=size, kind="initializer-first", **first)
+            later = initializer_start(device, secret, f"later-{round_}")
+            emit(size=size, kind="initializer-later", **later)
+            base_a = baseline_a(device, key, mount_point)
+            emit(size=size, kind="baseline-a-later", total_ms=base_a)
+            make_blank(baseline_device)
+            base_b = baseline_b_first(baseline_device, key, mount_point)
+            emit(size=size, kind="baseline-b-first", **base_b)
     emit(kind="end")
 
 
@@ -183,7 +204,7 @@ def report(rows: list[dict[str, Any]], host: dict[str, float]) -> int:
         base_b = median(size, "baseline-b-first", "total_ms")
         own_first[size], own_later[size] = first_work, later_work
         whole_first_host = host["initializer_ms"] + first_work
-        print(f"\n-- {size} device --")
+        print(f"\n-- {size} device ({ROUNDS} rounds) --")
         print(f"  Initializer start-up in the VM (interpreter + imports): {startup_vm:9.1f}")
         print(f"  first start: own work {first_work:9.1f}   wall in VM {first_wall:9.1f}")
         print(f"  later start: own work {later_work:9.1f}   wall in VM {later_wall:9.1f}")
@@ -201,6 +222,16 @@ def report(rows: list[dict[str, Any]], host: dict[str, float]) -> int:
             (f"{size}: later start within 1.2x of (a)", ratio_a <= 1.2),
             (f"{size}: first start 3x faster than (b), host start-up", speedup_host >= 3),
         ]
+    print("\n-- where the Initializer's own work goes (median ms per step) --")
+    for kind in ("initializer-first", "initializer-later"):
+        for size in SIZES:
+            runs = [r["steps"] for r in rows if r.get("size") == size and r.get("kind") == kind]
+            names = sorted({name for run in runs for name in run})
+            parts = [
+                f"{name} {statistics.median(run[name] for run in runs if name in run):.0f}"
+                for name in names
+            ]
+            print(f"  {kind.removeprefix('initializer-')} {size}: {', '.join(parts)}")
     growth_first = own_first["64 GiB"] / own_first["1 GiB"]
     growth_later = own_later["64 GiB"] / own_later["1 GiB"]
     print(
