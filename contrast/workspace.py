@@ -18,10 +18,7 @@ concurrent commands cannot both generate a key and a crash never leaves half a k
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +28,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
-from contrast.files import atomic_write, fsync_directory
+from contrast.files import atomic_write, create_exclusive
 from contrast.manifest import (
     PLATFORM_SIMULATED,
     PLATFORM_SNP,
@@ -310,29 +307,11 @@ def _ensure_key(
 
 def _create_exclusive(path: Path, data: bytes, mode: int) -> bool:
     """Create ``path`` atomically with ``data`` unless it exists; True if we created it."""
-    directory = path.parent
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return create_exclusive(path, data, mode)
     except OSError as exc:
         raise WorkspaceError(f"cannot create {path}: {exc.strerror}") from None
-    try:
-        with os.fdopen(fd, "wb") as tmp:
-            os.fchmod(tmp.fileno(), mode)
-            tmp.write(data)
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        try:
-            os.link(tmp_name, path)
-        except FileExistsError:
-            return False
-        fsync_directory(directory)
-        return True
-    except OSError as exc:
-        raise WorkspaceError(f"cannot create {path}: {exc.strerror}") from None
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
 
 
 def _write(path: Path, data: bytes, mode: int) -> None:
