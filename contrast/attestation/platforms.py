@@ -22,7 +22,12 @@ from pathlib import Path
 
 from contrast.attestation.base import HOST_DATA_BYTES, AttestationError, Issuer, Validator
 from contrast.attestation.simulated import SimulatedIssuer, SimulatedValidator
-from contrast.manifest import PLATFORM_SIMULATED, ReferenceValues
+from contrast.attestation.snp.adapter import (
+    SNP_GUEST_DEVICES,
+    snp_issuer_factory,
+    snp_validator_factory,
+)
+from contrast.manifest import PLATFORM_SIMULATED, PLATFORM_SNP, ReferenceValues
 from contrast.workspace import WorkspaceError, ed25519_key, load_private_key
 
 TEE_ENV = "CONTRAST_TEE"
@@ -33,11 +38,14 @@ SIMULATED_HOST_DATA_ENV = "CONTRAST_SIMULATED_HOST_DATA"
 # platform. A platform validator (e.g. SEV-SNP in contrast.attestation.snp) registers here.
 VALIDATOR_FACTORIES: dict[str, Callable[[ReferenceValues], Validator]] = {
     PLATFORM_SIMULATED: lambda rv: SimulatedValidator(rv.simulated),
+    PLATFORM_SNP: snp_validator_factory,
 }
 
 # Platform name -> (device nodes whose presence means "this machine is such a TEE",
 # issuer factory). A hardware issuer (e.g. SEV-SNP via configfs-tsm) registers here.
-HARDWARE_ISSUERS: dict[str, tuple[tuple[Path, ...], Callable[[], Issuer]]] = {}
+HARDWARE_ISSUERS: dict[str, tuple[tuple[Path, ...], Callable[[], Issuer]]] = {
+    PLATFORM_SNP: (SNP_GUEST_DEVICES, snp_issuer_factory),
+}
 
 # Where a TEE guest exposes its attestation interface, to tell "no TEE" from "no issuer".
 _KNOWN_TEE_DEVICES = (

@@ -9,6 +9,7 @@ import pytest
 from contrast.attestation import platforms
 from contrast.attestation.base import AttestationError, Evidence, report_data_for, validate_evidence
 from contrast.attestation.snp.adapter import (
+    SNP_GUEST_DEVICES,
     SnpPlatformIssuer,
     SnpPlatformValidator,
     kds_from_environment,
@@ -238,3 +239,8 @@ def test_registered_snp_factories_route_snp_evidence_and_pick_the_snp_issuer(
 
     assert verified.host_data == HOST_DATA
     assert isinstance(issuer, SnpPlatformIssuer)
+
+
+def test_snp_is_registered_for_every_process_that_validates_or_issues() -> None:
+    assert platforms.VALIDATOR_FACTORIES["snp"] is snp_validator_factory
+    assert platforms.HARDWARE_ISSUERS["snp"] == (SNP_GUEST_DEVICES, snp_issuer_factory)
