@@ -6,20 +6,32 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import click
 
+from contrast.attestation.base import AttestationError, Issuer
+from contrast.attestation.platforms import issuer_from_environment
 from contrast.log import event, setup_logging
 from contrast.process import CommandError
+from initializer import credentials as credentials_module
 from initializer import termination
-from initializer.errors import InitializerError
+from initializer.attest import attest, coordinator_from_environment
+from initializer.credentials import DEFAULT_CONTRAST_DIR
+from initializer.errors import InitializerError, UsageError
+from initializer.network import DEFAULT_ADDRESS_TIMEOUT_SECONDS, wait_for_pod_addresses
 from initializer.securepv import SecurePVConfig, default_mapping_name, secure_pv
 
 log = logging.getLogger("initializer")
 
 DEFAULT_DONE_PATH = Path("/done")
 DEFAULT_DEVICE_TIMEOUT_SECONDS = 60.0
+DEFAULT_MOUNT_POINT = Path("/state")
+CONTRAST_DIR_ENV = "CONTRAST_DIR"
+CRYPTSETUP_DEVICE_ENV = "CRYPTSETUP_DEVICE"
+MOUNT_POINT_ENV = "CRYPTSETUP_MOUNT_POINT"
+DONE_PATH_ENV = "DONE_PATH"
 
 
 def _process_age_ms() -> float | None:
@@ -38,9 +50,89 @@ def _fail(exc: Exception, exit_code: int) -> None:
     sys.exit(exit_code)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-def main() -> None:
-    """The Contrast Initializer: runs in a confidential pod and sets up its secure volume."""
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, invoke_without_command=True)
+@click.pass_context
+def main(context: click.Context) -> None:
+    """The Contrast Initializer: runs in a confidential pod and sets up its secure volume.
+
+    \b
+    Without a command: attest to the Coordinator and write the pod's credentials under
+    CONTRAST_DIR (default /contrast); then, if CRYPTSETUP_DEVICE is set, open that device
+    as a secure PV at CRYPTSETUP_MOUNT_POINT (default /state), write DONE_PATH (default
+    /done) and keep running until SIGTERM; otherwise exit 0.
+    \b
+    Environment: COORDINATOR_HOST (HOST or HOST:PORT, default port 1313),
+    COORDINATOR_REFERENCE_VALUES (JSON of the manifest's ReferenceValues), the TEE
+    (CONTRAST_TEE=simulated with CONTRAST_SIMULATION_KEY and CONTRAST_SIMULATED_HOST_DATA
+    for development only).
+    """
+    if context.invoked_subcommand is None:
+        attest_and_serve(os.environ)
+
+
+def _serve_secure_pv(config: SecurePVConfig, entry: float) -> None:
+    """Set up the secure PV, report ready, wait for SIGTERM; Terminated ends it."""
+    with secure_pv(config) as device:
+        event(
+            log,
+            "ready",
+            device=device.path,
+            mount_point=config.mount_point,
+            work_ms=round((time.monotonic() - entry) * 1000, 1),
+        )
+        termination.wait()
+
+
+def attest_and_serve(environ: Mapping[str, str]) -> None:
+    termination.block()
+    setup_logging("initializer")
+    event(log, "started", command="attest", pid=os.getpid(), startup_ms=_process_age_ms())
+    entry = time.monotonic()
+    device = environ.get(CRYPTSETUP_DEVICE_ENV, "")
+    try:
+        target = coordinator_from_environment(environ)
+        base = Path(environ.get(CONTRAST_DIR_ENV) or DEFAULT_CONTRAST_DIR)
+        credentials_module.check_base(base)
+        issuer = _issuer(environ)
+        addresses = wait_for_pod_addresses(DEFAULT_ADDRESS_TIMEOUT_SECONDS, termination.check)
+        event(
+            log,
+            "dialling",
+            coordinator=target.address,
+            pod_addresses=",".join(map(str, addresses)),
+        )
+        credentials = attest(target, issuer)
+        termination.check()
+        credentials_module.install(base, credentials_module.credential_files(credentials))
+        del credentials
+        termination.check()
+        if not device:
+            event(log, "finished", work_ms=round((time.monotonic() - entry) * 1000, 1))
+            return
+        mount_point = Path(environ.get(MOUNT_POINT_ENV) or DEFAULT_MOUNT_POINT)
+        config = SecurePVConfig(
+            device=device,
+            mount_point=mount_point,
+            workload_secret_path=credentials_module.workload_secret_path(base),
+            done_path=Path(environ.get(DONE_PATH_ENV) or DEFAULT_DONE_PATH),
+            mapping_name=default_mapping_name(device),
+            device_timeout=DEFAULT_DEVICE_TIMEOUT_SECONDS,
+        )
+        _serve_secure_pv(config, entry)
+    except termination.Terminated as stop:
+        event(log, "stopped", device=device or None, signal=stop.signal_name)
+        return
+    except InitializerError as exc:
+        _fail(exc, exc.exit_code)
+    except CommandError as exc:
+        _fail(exc, 1)
+
+
+def _issuer(environ: Mapping[str, str]) -> Issuer:
+    try:
+        return issuer_from_environment(environ)
+    except AttestationError as exc:
+        raise UsageError(str(exc)) from None
 
 
 @main.command("cryptsetup")
@@ -113,15 +205,7 @@ def cryptsetup_command(
         device_timeout=device_timeout,
     )
     try:
-        with secure_pv(config) as device:
-            event(
-                log,
-                "ready",
-                device=device.path,
-                mount_point=mount_point,
-                work_ms=round((time.monotonic() - entry) * 1000, 1),
-            )
-            termination.wait()
+        _serve_secure_pv(config, entry)
     except termination.Terminated as stop:
         event(log, "stopped", device=device_path, signal=stop.signal_name)
         return
