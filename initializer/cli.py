@@ -11,16 +11,10 @@ from pathlib import Path
 
 import click
 
-from contrast.attestation.base import AttestationError, Issuer
-from contrast.attestation.platforms import issuer_from_environment
 from contrast.log import event, setup_logging
 from contrast.process import CommandError
-from initializer import credentials as credentials_module
 from initializer import termination
-from initializer.attest import attest, coordinator_from_environment
-from initializer.credentials import DEFAULT_CONTRAST_DIR
-from initializer.errors import InitializerError, UsageError
-from initializer.network import DEFAULT_ADDRESS_TIMEOUT_SECONDS, wait_for_pod_addresses
+from initializer.errors import InitializerError
 from initializer.securepv import SecurePVConfig, default_mapping_name, secure_pv
 
 log = logging.getLogger("initializer")
@@ -28,7 +22,6 @@ log = logging.getLogger("initializer")
 DEFAULT_DONE_PATH = Path("/done")
 DEFAULT_DEVICE_TIMEOUT_SECONDS = 60.0
 DEFAULT_MOUNT_POINT = Path("/state")
-CONTRAST_DIR_ENV = "CONTRAST_DIR"
 CRYPTSETUP_DEVICE_ENV = "CRYPTSETUP_DEVICE"
 MOUNT_POINT_ENV = "CRYPTSETUP_MOUNT_POINT"
 DONE_PATH_ENV = "DONE_PATH"
@@ -86,34 +79,23 @@ def _serve_secure_pv(config: SecurePVConfig, entry: float) -> None:
 def attest_and_serve(environ: Mapping[str, str]) -> None:
     termination.block()
     setup_logging("initializer")
+    # Imported here so that `initializer cryptsetup` does not pay for aTLS and netlink
+    # (pyroute2 alone loads over 200 modules) at start-up.
+    from initializer.pod import attest_and_write_credentials
+
     event(log, "started", command="attest", pid=os.getpid(), startup_ms=_process_age_ms())
     entry = time.monotonic()
     device = environ.get(CRYPTSETUP_DEVICE_ENV, "")
     try:
-        target = coordinator_from_environment(environ)
-        base = Path(environ.get(CONTRAST_DIR_ENV) or DEFAULT_CONTRAST_DIR)
-        credentials_module.check_base(base)
-        issuer = _issuer(environ)
-        addresses = wait_for_pod_addresses(DEFAULT_ADDRESS_TIMEOUT_SECONDS, termination.check)
-        event(
-            log,
-            "dialling",
-            coordinator=target.address,
-            pod_addresses=",".join(map(str, addresses)),
-        )
-        credentials = attest(target, issuer)
-        termination.check()
-        credentials_module.install(base, credentials_module.credential_files(credentials))
-        del credentials
+        secret_path = attest_and_write_credentials(environ)
         termination.check()
         if not device:
             event(log, "finished", work_ms=round((time.monotonic() - entry) * 1000, 1))
             return
-        mount_point = Path(environ.get(MOUNT_POINT_ENV) or DEFAULT_MOUNT_POINT)
         config = SecurePVConfig(
             device=device,
-            mount_point=mount_point,
-            workload_secret_path=credentials_module.workload_secret_path(base),
+            mount_point=Path(environ.get(MOUNT_POINT_ENV) or DEFAULT_MOUNT_POINT),
+            workload_secret_path=secret_path,
             done_path=Path(environ.get(DONE_PATH_ENV) or DEFAULT_DONE_PATH),
             mapping_name=default_mapping_name(device),
             device_timeout=DEFAULT_DEVICE_TIMEOUT_SECONDS,
@@ -126,13 +108,6 @@ def attest_and_serve(environ: Mapping[str, str]) -> None:
         _fail(exc, exc.exit_code)
     except CommandError as exc:
         _fail(exc, 1)
-
-
-def _issuer(environ: Mapping[str, str]) -> Issuer:
-    try:
-        return issuer_from_environment(environ)
-    except AttestationError as exc:
-        raise UsageError(str(exc)) from None
 
 
 @main.command("cryptsetup")
