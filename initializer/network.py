@@ -15,7 +15,7 @@ from typing import Any
 
 from pyroute2 import IPRoute
 
-from contrast.log import step
+from contrast.log import event, step
 from contrast.retry import NotYet, poll_until
 from initializer.errors import InitializerError
 
@@ -89,10 +89,16 @@ def wait_for_pod_addresses(
     ``between_attempts`` runs before each look (it raises to stop waiting, on SIGTERM).
     """
 
+    looks = 0
+
     def look() -> list[PodAddress]:
+        nonlocal looks
         between_attempts()
         addresses = pod_addresses(read_address_records())
+        looks += 1
         if not addresses:
+            if looks == 1:
+                event(log, "waiting-for-pod-address", timeout_s=timeout)
             raise NotYet("no address but loopback yet")
         return addresses
 

@@ -75,6 +75,7 @@ def connect_netns(name: str, host_ip: str = COORDINATOR_IP, pod_ip: str = POD_IP
     run("ip", "link", "set", host_end, "up")
     run("ip", "-n", name, "addr", "add", f"{pod_ip}/{PREFIX}", "dev", "eth0")
     run("ip", "-n", name, "link", "set", "eth0", "up")
+    run("ip", "-n", name, "route", "add", "default", "via", host_ip)
 
 
 def delete_netns(name: str) -> None:
