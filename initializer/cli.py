@@ -48,12 +48,11 @@ def _fail(exc: Exception, exit_code: int) -> None:
 def main(context: click.Context) -> None:
     """The Contrast Initializer: runs in a confidential pod and sets up its secure volume.
 
-    \b
     Without a command: attest to the Coordinator and write the pod's credentials under
     CONTRAST_DIR (default /contrast); then, if CRYPTSETUP_DEVICE is set, open that device
     as a secure PV at CRYPTSETUP_MOUNT_POINT (default /state), write DONE_PATH (default
     /done) and keep running until SIGTERM; otherwise exit 0.
-    \b
+
     Environment: COORDINATOR_HOST (HOST or HOST:PORT, default port 1313),
     COORDINATOR_REFERENCE_VALUES (JSON of the manifest's ReferenceValues), the TEE
     (CONTRAST_TEE=simulated with CONTRAST_SIMULATION_KEY and CONTRAST_SIMULATED_HOST_DATA

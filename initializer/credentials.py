@@ -112,7 +112,7 @@ def _replace_symlink(link: Path, target: str) -> None:
 def current_generation(base: Path) -> str | None:
     try:
         return os.readlink(base / CURRENT)
-    except (FileNotFoundError, OSError):
+    except OSError:
         return None
 
 
