@@ -6,10 +6,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 APT_PACKAGES := cryptsetup-bin e2fsprogs util-linux fdisk mount qemu-system-x86 linux-image-amd64 \
-                libudev1 kmod busybox-static
+                libudev1 kmod busybox-static iproute2
 VENV_STAMP := $(VENV)/.installed
 
-.PHONY: all deps apt-deps venv lint typecheck unit vm-test test demo bench clean
+.PHONY: all deps apt-deps venv lint typecheck unit vm-test test demo demo-securepv bench clean
 
 all: test
 
@@ -47,8 +47,14 @@ vm-test: deps
 test: deps lint
 	$(BIN)/pytest -q -rs
 
+# The whole system: Coordinator, contrast generate/set, the Initializer with a secure PV,
+# a Coordinator restart and recovery, the same data back.
 demo: deps
 	$(BIN)/python -m tests.demo
+
+# The secure PV alone (initializer cryptsetup with a made-up workload secret).
+demo-securepv: deps
+	$(BIN)/python -m tests.demo_securepv
 
 bench: deps
 	$(BIN)/python -m tests.bench

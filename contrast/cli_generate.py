@@ -26,10 +26,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import click
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from contrast.files import atomic_write
 from contrast.log import event, setup_logging
-from contrast.manifest import PLATFORMS, Manifest, PolicyEntry, ReferenceValues
+from contrast.manifest import (
+    PLATFORM_SIMULATED,
+    PLATFORMS,
+    Manifest,
+    PolicyEntry,
+    ReferenceValues,
+    SimulatedReferenceValue,
+    public_key_hex,
+    reference_values_json,
+)
 from contrast.workspace import Workspace, WorkspaceError
 from genpolicy.errors import GenerateError, InputErrors
 from genpolicy.generate import (
@@ -41,6 +51,7 @@ from genpolicy.generate import (
     parse_stream,
     transform_stream,
 )
+from genpolicy.kuberesource import CoordinatorConnection
 from genpolicy.yamltext import RewriteError
 
 STDIN = "-"
@@ -70,6 +81,8 @@ class Outcome:
     results: list[StreamResult]
     manifest: Manifest
     warnings: list[str]
+    # A simulation key made for this run's reference values, saved only by ``apply``.
+    new_simulation_key: ed25519.Ed25519PrivateKey | None = None
 
 
 def _yaml_files(directory: Path) -> list[Path]:
@@ -139,7 +152,7 @@ def _policies(results: Sequence[StreamResult]) -> dict[str, PolicyEntry]:
 
 def plan(
     inputs: Sequence[Input],
-    options: Options,
+    initializer_image: str,
     workspace: Workspace,
     reference_values: str | None,
     snp_measurements: Sequence[str],
@@ -154,6 +167,14 @@ def plan(
             errors.extend(str(e) for e in exc.errors)
     if errors:
         raise GenerateFailed(errors)
+    try:
+        existing = workspace.read_manifest() if workspace.manifest_path.exists() else None
+        values, new_key = _reference_values(workspace, existing, reference_values, snp_measurements)
+    except WorkspaceError as exc:
+        raise GenerateFailed([str(exc)]) from None
+    # The reference values go into every Initializer's environment (and so into every
+    # policy): the pod verifies the Coordinator against them before trusting its secret.
+    options = Options(CoordinatorConnection(reference_values_json(values)), initializer_image)
     claims = index_claims(parsed)
     results: list[StreamResult] = []
     for stream in parsed:
@@ -167,8 +188,6 @@ def plan(
         raise GenerateFailed(errors)
     policies = _policies(results)
     try:
-        existing = workspace.read_manifest() if workspace.manifest_path.exists() else None
-        values = _reference_values(workspace, existing, reference_values, snp_measurements)
         base = existing or Manifest()
         manifest = workspace.with_owner_keys(
             Manifest(
@@ -181,7 +200,7 @@ def plan(
     except WorkspaceError as exc:
         raise GenerateFailed([str(exc)]) from None
     warnings = [w for r in results for w in r.warnings]
-    return Outcome(results, manifest, warnings)
+    return Outcome(results, manifest, warnings, new_key)
 
 
 def _reference_values(
@@ -189,11 +208,20 @@ def _reference_values(
     existing: Manifest | None,
     platform: str | None,
     snp_measurements: Sequence[str],
-) -> ReferenceValues:
+) -> tuple[ReferenceValues, ed25519.Ed25519PrivateKey | None]:
+    """The manifest's reference values, and a new simulation key to save if one was made.
+
+    They are needed before the inputs are checked (every Initializer's environment carries
+    them), so a missing simulation key is made in memory: bad input must write nothing.
+    """
+    if platform == PLATFORM_SIMULATED and not workspace.simulation_key_path.exists():
+        key = ed25519.Ed25519PrivateKey.generate()
+        simulated = SimulatedReferenceValue(public_key_hex(key.public_key()))
+        return ReferenceValues(simulated=(simulated,)), key
     if platform is not None:
-        return workspace.reference_values(platform, snp_measurements)
+        return workspace.reference_values(platform, snp_measurements), None
     if existing is not None:
-        return existing.reference_values
+        return existing.reference_values, None
     raise WorkspaceError(
         f"{workspace.manifest_path} does not exist yet: pass --reference-values "
         f"{'|'.join(PLATFORMS)} to say which TEE the manifest trusts"
@@ -203,6 +231,11 @@ def _reference_values(
 def apply(inputs: Sequence[Input], outcome: Outcome, workspace: Workspace) -> list[str]:
     """Write the changed files, stdout and the manifest; return the files rewritten."""
     written: list[str] = []
+    if outcome.new_simulation_key is not None:
+        try:
+            workspace.create_simulation_key(outcome.new_simulation_key)
+        except WorkspaceError as exc:
+            raise GenerateFailed([str(exc)]) from None
     for item, result in zip(inputs, outcome.results, strict=True):
         if item.path is None:
             sys.stdout.write(result.text)
@@ -286,7 +319,7 @@ def generate(
         with _no_cyclic_gc():
             outcome = plan(
                 inputs,
-                Options(initializer_image=initializer_image),
+                initializer_image,
                 workspace,
                 reference_values,
                 snp_measurements,

@@ -166,6 +166,13 @@ class ReferenceValues:
         return tuple(name for name, entries in present.items() if entries)
 
 
+def reference_values_json(reference_values: ReferenceValues) -> str:
+    """Compact canonical JSON of a manifest's ``ReferenceValues`` object, as a pod is given
+    it (``COORDINATOR_REFERENCE_VALUES``) to verify the Coordinator."""
+    as_dict = Manifest(reference_values=reference_values).to_dict()["ReferenceValues"]
+    return json.dumps(as_dict, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
 @dataclass(frozen=True)
 class Manifest:
     policies: Mapping[str, PolicyEntry] = field(default_factory=dict)

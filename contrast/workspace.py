@@ -129,6 +129,19 @@ class Workspace:
             "an Ed25519 private key",
         )
 
+    def create_simulation_key(self, key: ed25519.Ed25519PrivateKey) -> None:
+        """Save ``key`` as ``simulation-key.pem``; never replaces an existing file."""
+        pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        if not _create_exclusive(self.simulation_key_path, pem, KEY_FILE_MODE):
+            raise WorkspaceError(
+                f"{self.simulation_key_path} was created by someone else while this command "
+                "ran; run it again"
+            )
+
     def load_seedshare_owner_key(self) -> rsa.RSAPrivateKey:
         return load_private_key(self.seedshare_owner_key_path, rsa_key, "an RSA private key")
 

@@ -23,6 +23,7 @@ DEFAULT_INITIALIZER_IMAGE = "ghcr.io/contrast-securepv/initializer:v0.1.0"
 
 @dataclass(frozen=True)
 class Options:
+    coordinator: kr.CoordinatorConnection
     initializer_image: str = DEFAULT_INITIALIZER_IMAGE
 
 
@@ -227,7 +228,7 @@ def _inject(
         except ResourceError as exc:
             raise ResourceError(exc.problem, annotation_path) from None
         kr.validate_secure_pv(resource, template, secure_pv, claims)
-    kr.inject_initializer(template, options.initializer_image, secure_pv)
+    kr.inject_initializer(template, options.initializer_image, secure_pv, options.coordinator)
     if secure_pv is not None:
         kr.inject_secure_pv_mount_volume(template, secure_pv)
         for name in kr.fix_mount_propagation(template, secure_pv):

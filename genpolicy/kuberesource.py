@@ -9,7 +9,10 @@ change it in place and return nothing; the text of the user's file is rewritten 
 Injected into every pod whose ``runtimeClassName`` starts with ``contrast-cc`` (unless the
 pod opts out with ``contrast.edgeless.systems/skip-initializer: "true"``):
 
-- the Initializer as the first init container, named ``contrast-initializer``;
+- the Initializer as the first init container, named ``contrast-initializer``, told where
+  the Coordinator is (``COORDINATOR_HOST``) and what it must prove
+  (``COORDINATOR_REFERENCE_VALUES``, the manifest's reference values): as env values they
+  are part of the pod's runtime policy, so a host cannot point the pod at an impostor;
 - a ``contrast-secrets`` emptyDir volume (medium Memory) mounted at ``/contrast`` in every
   container and init container;
 - with ``contrast.edgeless.systems/secure-pv: "DEVICE:MOUNT"``, the Initializer's secure-PV
@@ -46,6 +49,8 @@ SECURE_PV_STATE_PATH = "/state"
 # (without one, whatever the host puts before the args would be allowed). ``initializer``
 # is the project's console script, on PATH in any image that pip-installs it.
 INITIALIZER_COMMAND = ["initializer"]
+# The Coordinator's Service name in the cluster; the Initializer adds the default port 1313.
+DEFAULT_COORDINATOR_HOST = "coordinator"
 
 # Where the pod template sits in each kind that carries one; () means the resource is a Pod.
 POD_TEMPLATE_PATHS: Mapping[str, tuple[str, ...]] = {
@@ -330,7 +335,23 @@ def _named_claim_template(resource: Resource, name: str) -> tuple[int, Resource]
     return None
 
 
-def initializer_container(image: str, secure_pv: SecurePV | None) -> Resource:
+@dataclass(frozen=True)
+class CoordinatorConnection:
+    """What the Initializer needs to find and verify the Coordinator."""
+
+    reference_values_json: str
+    host: str = DEFAULT_COORDINATOR_HOST
+
+    def env(self) -> list[Resource]:
+        return [
+            {"name": "COORDINATOR_HOST", "value": self.host},
+            {"name": "COORDINATOR_REFERENCE_VALUES", "value": self.reference_values_json},
+        ]
+
+
+def initializer_container(
+    image: str, secure_pv: SecurePV | None, coordinator: CoordinatorConnection
+) -> Resource:
     """The Initializer as an init container; with a secure PV, a native sidecar that mounts it.
 
     With no arguments the Initializer attests, writes /contrast, and (when CRYPTSETUP_DEVICE
@@ -343,13 +364,17 @@ def initializer_container(image: str, secure_pv: SecurePV | None) -> Resource:
             "name": INITIALIZER_NAME,
             "image": image,
             "command": list(INITIALIZER_COMMAND),
+            "env": coordinator.env(),
             "volumeMounts": [secrets_mount],
         }
     return {
         "name": INITIALIZER_NAME,
         "image": image,
         "command": list(INITIALIZER_COMMAND),
-        "env": [{"name": "CRYPTSETUP_DEVICE", "value": SECURE_PV_DEVICE_PATH}],
+        "env": [
+            *coordinator.env(),
+            {"name": "CRYPTSETUP_DEVICE", "value": SECURE_PV_DEVICE_PATH},
+        ],
         "resources": {"limits": {"memory": "100Mi"}, "requests": {"memory": "100Mi"}},
         "restartPolicy": "Always",
         "securityContext": {"privileged": True},
@@ -393,12 +418,17 @@ def _put_named(items: list[Any], entry: Resource, position: int | None = None) -
         items.insert(position, entry)
 
 
-def inject_initializer(template: PodTemplate, image: str, secure_pv: SecurePV | None) -> None:
+def inject_initializer(
+    template: PodTemplate,
+    image: str,
+    secure_pv: SecurePV | None,
+    coordinator: CoordinatorConnection,
+) -> None:
     """Make the Initializer the first init container, replacing any earlier one."""
     spec = template.spec
     path = (*template.path, "spec")
     init_containers = _list_field(spec, "initContainers", path)
-    wanted = initializer_container(image, secure_pv)
+    wanted = initializer_container(image, secure_pv, coordinator)
     if init_containers and _named(init_containers[:1], INITIALIZER_NAME) is not None:
         if init_containers[0] != wanted:
             init_containers[0] = wanted

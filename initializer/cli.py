@@ -6,6 +6,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import click
@@ -20,6 +21,10 @@ log = logging.getLogger("initializer")
 
 DEFAULT_DONE_PATH = Path("/done")
 DEFAULT_DEVICE_TIMEOUT_SECONDS = 60.0
+DEFAULT_MOUNT_POINT = Path("/state")
+CRYPTSETUP_DEVICE_ENV = "CRYPTSETUP_DEVICE"
+MOUNT_POINT_ENV = "CRYPTSETUP_MOUNT_POINT"
+DONE_PATH_ENV = "DONE_PATH"
 
 
 def _process_age_ms() -> float | None:
@@ -38,9 +43,70 @@ def _fail(exc: Exception, exit_code: int) -> None:
     sys.exit(exit_code)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-def main() -> None:
-    """The Contrast Initializer: runs in a confidential pod and sets up its secure volume."""
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, invoke_without_command=True)
+@click.pass_context
+def main(context: click.Context) -> None:
+    """The Contrast Initializer: runs in a confidential pod and sets up its secure volume.
+
+    Without a command: attest to the Coordinator and write the pod's credentials under
+    CONTRAST_DIR (default /contrast); then, if CRYPTSETUP_DEVICE is set, open that device
+    as a secure PV at CRYPTSETUP_MOUNT_POINT (default /state), write DONE_PATH (default
+    /done) and keep running until SIGTERM; otherwise exit 0.
+
+    Environment: COORDINATOR_HOST (HOST or HOST:PORT, default port 1313),
+    COORDINATOR_REFERENCE_VALUES (JSON of the manifest's ReferenceValues), the TEE
+    (CONTRAST_TEE=simulated with CONTRAST_SIMULATION_KEY and CONTRAST_SIMULATED_HOST_DATA
+    for development only).
+    """
+    if context.invoked_subcommand is None:
+        attest_and_serve(os.environ)
+
+
+def _serve_secure_pv(config: SecurePVConfig, entry: float) -> None:
+    """Set up the secure PV, report ready, wait for SIGTERM; Terminated ends it."""
+    with secure_pv(config) as device:
+        event(
+            log,
+            "ready",
+            device=device.path,
+            mount_point=config.mount_point,
+            work_ms=round((time.monotonic() - entry) * 1000, 1),
+        )
+        termination.wait()
+
+
+def attest_and_serve(environ: Mapping[str, str]) -> None:
+    termination.block()
+    setup_logging("initializer")
+    # Imported here so that `initializer cryptsetup` does not pay for aTLS and netlink
+    # (pyroute2 alone loads over 200 modules) at start-up.
+    from initializer.pod import attest_and_write_credentials
+
+    event(log, "started", command="attest", pid=os.getpid(), startup_ms=_process_age_ms())
+    entry = time.monotonic()
+    device = environ.get(CRYPTSETUP_DEVICE_ENV, "")
+    try:
+        secret_path = attest_and_write_credentials(environ)
+        termination.check()
+        if not device:
+            event(log, "finished", work_ms=round((time.monotonic() - entry) * 1000, 1))
+            return
+        config = SecurePVConfig(
+            device=device,
+            mount_point=Path(environ.get(MOUNT_POINT_ENV) or DEFAULT_MOUNT_POINT),
+            workload_secret_path=secret_path,
+            done_path=Path(environ.get(DONE_PATH_ENV) or DEFAULT_DONE_PATH),
+            mapping_name=default_mapping_name(device),
+            device_timeout=DEFAULT_DEVICE_TIMEOUT_SECONDS,
+        )
+        _serve_secure_pv(config, entry)
+    except termination.Terminated as stop:
+        event(log, "stopped", device=device or None, signal=stop.signal_name)
+        return
+    except InitializerError as exc:
+        _fail(exc, exc.exit_code)
+    except CommandError as exc:
+        _fail(exc, 1)
 
 
 @main.command("cryptsetup")
@@ -113,15 +179,7 @@ def cryptsetup_command(
         device_timeout=device_timeout,
     )
     try:
-        with secure_pv(config) as device:
-            event(
-                log,
-                "ready",
-                device=device.path,
-                mount_point=mount_point,
-                work_ms=round((time.monotonic() - entry) * 1000, 1),
-            )
-            termination.wait()
+        _serve_secure_pv(config, entry)
     except termination.Terminated as stop:
         event(log, "stopped", device=device_path, signal=stop.signal_name)
         return

@@ -43,3 +43,13 @@ def check() -> None:
 def wait() -> None:
     """Block until a termination signal arrives, then raise Terminated."""
     raise Terminated(signal.sigwait(SIGNALS))
+
+
+def sleep(seconds: float) -> None:
+    """Wait ``seconds``, or raise Terminated as soon as a termination signal arrives."""
+    if seconds <= 0:
+        check()
+        return
+    received = signal.sigtimedwait(SIGNALS, seconds)
+    if received is not None:
+        raise Terminated(received.si_signo)

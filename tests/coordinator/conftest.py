@@ -47,8 +47,10 @@ class CoordinatorProcess:
         simulation_key: Path,
         log_path: Path,
         extra_env: dict[str, str] | None = None,
+        listen: str = "127.0.0.1:0",
     ) -> None:
         self.extra_env = extra_env or {}
+        self.listen = listen
         self.state_dir = state_dir
         self.simulation_key = simulation_key
         self.log_path = log_path
@@ -67,7 +69,7 @@ class CoordinatorProcess:
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [BIN / "coordinator", "--state-dir", self.state_dir, "--listen", "127.0.0.1:0"],
+                [BIN / "coordinator", "--state-dir", self.state_dir, "--listen", self.listen],
                 stdout=subprocess.DEVNULL,
                 stderr=log,
                 env=self.environment(),

@@ -17,7 +17,12 @@ import yaml
 from contrast.manifest import Manifest
 from genpolicy import kuberesource as kr
 from genpolicy.generate import DEFAULT_INITIALIZER_IMAGE
-from tests.generate.golden_support import ERRORS, GOLDEN, INITIALIZER_IMAGE
+from tests.generate.golden_support import (
+    ERRORS,
+    GOLDEN,
+    INITIALIZER_IMAGE,
+    write_simulation_key,
+)
 
 CONTRAST = str(Path(sys.executable).parent / "contrast")
 STATEFULSET = GOLDEN / "statefulset-secure-pv"
@@ -56,6 +61,7 @@ def snapshot(directory: Path) -> dict[str, bytes]:
 @pytest.fixture
 def work(tmp_path: Path) -> Path:
     shutil.copy(STATEFULSET / "input.yaml", tmp_path / "db.yaml")
+    write_simulation_key(tmp_path)
     return tmp_path
 
 
@@ -111,10 +117,20 @@ def test_a_second_run_leaves_every_file_byte_identical(work: Path) -> None:
 
 
 def test_reference_values_are_required_for_a_new_manifest(work: Path) -> None:
+    before = snapshot(work)
     done = generate("db.yaml", cwd=work)
     assert done.returncode == 1
     assert b"--reference-values" in done.stderr
-    assert snapshot(work) == {"db.yaml": (STATEFULSET / "input.yaml").read_bytes()}
+    assert snapshot(work) == before
+
+
+def test_a_new_simulation_key_is_saved_only_when_generate_succeeds(tmp_path: Path) -> None:
+    shutil.copy(STATEFULSET / "input.yaml", tmp_path / "db.yaml")
+    done = generate("--reference-values", "simulated", "db.yaml", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr.decode()
+    key_hex = Manifest.from_json((tmp_path / "manifest.json").read_bytes()).reference_values
+    assert (tmp_path / "simulation-key.pem").exists()
+    assert key_hex.simulated[0].simulation_public_key in (tmp_path / "db.yaml").read_text()
 
 
 def test_snp_reference_values_take_the_launch_measurement(work: Path) -> None:
@@ -130,6 +146,7 @@ def test_snp_reference_values_take_the_launch_measurement(work: Path) -> None:
 
 def test_directories_are_searched_recursively_for_yaml_files(tmp_path: Path) -> None:
     (tmp_path / "deploy" / "nested").mkdir(parents=True)
+    write_simulation_key(tmp_path)
     shutil.copy(STATEFULSET / "input.yaml", tmp_path / "deploy" / "db.yml")
     shutil.copy(DEPLOYMENT / "input.yaml", tmp_path / "deploy" / "nested" / "web.yaml")
     (tmp_path / "deploy" / "notes.txt").write_text("runtimeClassName: contrast-cc\n")
@@ -146,6 +163,7 @@ def test_directories_are_searched_recursively_for_yaml_files(tmp_path: Path) -> 
 
 
 def test_stdin_is_rewritten_to_stdout(tmp_path: Path) -> None:
+    write_simulation_key(tmp_path)
     done = generate(
         "--reference-values",
         "simulated",

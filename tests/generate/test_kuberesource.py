@@ -12,6 +12,7 @@ from genpolicy.errors import ResourceError
 from genpolicy.policy import ALL_CAPABILITIES, DEFAULT_CAPABILITIES, capabilities
 
 IMAGE = "ghcr.io/contrast-securepv/initializer@sha256:" + "ab" * 32
+COORDINATOR = kr.CoordinatorConnection('{"simulated":[],"snp":[]}')
 
 
 def deployment(**spec: Any) -> dict[str, Any]:
@@ -69,18 +70,18 @@ def test_injecting_the_initializer_twice_is_a_no_op() -> None:
     resource = deployment()
     template = template_of(resource)
     secure_pv = kr.SecurePV("disk", "data")
-    kr.inject_initializer(template, IMAGE, secure_pv)
+    kr.inject_initializer(template, IMAGE, secure_pv, COORDINATOR)
     once = copy.deepcopy(resource)
-    kr.inject_initializer(template, IMAGE, secure_pv)
+    kr.inject_initializer(template, IMAGE, secure_pv, COORDINATOR)
     assert resource == once
     assert [c["name"] for c in template.spec["initContainers"]] == [kr.INITIALIZER_NAME]
 
 
 def test_the_initializer_is_a_native_sidecar_with_the_secure_pv_configuration() -> None:
-    container = kr.initializer_container(IMAGE, kr.SecurePV("disk", "data"))
+    container = kr.initializer_container(IMAGE, kr.SecurePV("disk", "data"), COORDINATOR)
     assert container["restartPolicy"] == "Always"
     assert container["command"] == ["initializer"]
-    assert container["env"] == [{"name": "CRYPTSETUP_DEVICE", "value": "/dev/csi0"}]
+    assert container["env"][-1] == {"name": "CRYPTSETUP_DEVICE", "value": "/dev/csi0"}
     assert container["volumeDevices"] == [{"name": "disk", "devicePath": "/dev/csi0"}]
     assert container["volumeMounts"][0] == {
         "name": "data",
@@ -134,3 +135,14 @@ def test_a_privileged_container_gets_every_capability() -> None:
 def test_dropping_all_keeps_only_what_is_added() -> None:
     security = {"capabilities": {"drop": ["ALL"], "add": ["NET_ADMIN"]}}
     assert capabilities({"securityContext": security}) == ["CAP_NET_ADMIN"]
+
+
+@pytest.mark.parametrize("secure_pv", [None, kr.SecurePV("disk", "data")])
+def test_the_initializer_is_told_where_the_coordinator_is_and_what_it_must_prove(
+    secure_pv: kr.SecurePV | None,
+) -> None:
+    container = kr.initializer_container(IMAGE, secure_pv, COORDINATOR)
+    assert container["env"][:2] == [
+        {"name": "COORDINATOR_HOST", "value": "coordinator"},
+        {"name": "COORDINATOR_REFERENCE_VALUES", "value": '{"simulated":[],"snp":[]}'},
+    ]

@@ -26,15 +26,14 @@ from genpolicy.policy import ALL_CAPABILITIES
 
 HERE = Path(__file__).parent / "policy"
 INITIALIZER_IMAGE = "ghcr.io/contrast-securepv/initializer@sha256:" + "5e" * 32
+OPTIONS = Options(kr.CoordinatorConnection('{"simulated":[],"snp":[]}'), INITIALIZER_IMAGE)
 
 Request = dict[str, Any]
 
 
 def generated_pod(text: str) -> tuple[dict[str, Any], str]:
     stream = parse_stream("pod.yaml", text)
-    result = transform_stream(
-        stream, Options(initializer_image=INITIALIZER_IMAGE), index_claims([stream])
-    )
+    result = transform_stream(stream, OPTIONS, index_claims([stream]))
     documents = [d for d in yaml.safe_load_all(result.text) if d]
     resource = documents[-1]
     template = kr.pod_template(resource)
@@ -89,9 +88,7 @@ def mount(req: Request, destination: str) -> dict[str, Any]:
 
 def test_policy_hash_is_sha256_of_the_annotated_text(pod_text: str) -> None:
     stream = parse_stream("pod.yaml", pod_text)
-    result = transform_stream(
-        stream, Options(initializer_image=INITIALIZER_IMAGE), index_claims([stream])
-    )
+    result = transform_stream(stream, OPTIONS, index_claims([stream]))
     _, text = generated_pod(pod_text)
     assert result.entries[0].policy_hash == hashlib.sha256(text.encode()).hexdigest()
 
