@@ -29,32 +29,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from tests.demo_securepv import Demo
+
 PROJECT = Path(__file__).resolve().parents[1]
 WORK = PROJECT / "demo-work"
 VOLUME_BYTES = 1024 * 1024 * 1024
 PLAINTEXT = b"Attack at dawn. -- a secret only the workload may read\n"
-
-
-class Demo:
-    def __init__(self) -> None:
-        self.results: list[tuple[str, bool, str]] = []
-
-    def check(self, name: str, held: bool, detail: str = "") -> bool:
-        self.results.append((name, held, detail))
-        mark = "ok  " if held else "FAIL"
-        print(f"[{mark}] {name}{': ' + detail if detail else ''}", flush=True)
-        return held
-
-    def summary(self) -> int:
-        failed = [name for name, held, _ in self.results if not held]
-        print("\n== Summary ==")
-        for name, held, detail in self.results:
-            print(f"  {'ok  ' if held else 'FAIL'} {name}{' (' + detail + ')' if detail else ''}")
-        if failed:
-            print(f"\nDEMO FAILED: {len(failed)} step(s) did not hold: {', '.join(failed)}")
-            return 1
-        print(f"\nDEMO PASSED: all {len(self.results)} steps held.")
-        return 0
 
 
 def section(title: str) -> None:
