@@ -114,7 +114,10 @@ def run(
         # decision to stop, or it could keep a device busy during teardown.
         _kill_group(proc)
         raise
-    stderr = stderr_bytes.decode(errors="replace").strip()
+    # Joined into one line: errors carrying it must stay one line.
+    stderr = "; ".join(
+        line.strip() for line in stderr_bytes.decode(errors="replace").splitlines() if line.strip()
+    )
     duration_ms = round((time.monotonic() - start) * 1000, 1)
     event(
         log,

@@ -38,8 +38,14 @@ def _process_age_ms() -> float | None:
         return None
 
 
+def one_line(text: str) -> str:
+    """Collapse control characters (newlines from a tool's stderr, escapes from a forged
+    header) so that an error is always exactly one line and cannot forge log lines."""
+    return " ".join("".join(c if c.isprintable() else " " for c in text).split())
+
+
 def _fail(exc: Exception, exit_code: int) -> None:
-    click.echo(f"initializer: error: {exc}", err=True)
+    click.echo(f"initializer: error: {one_line(str(exc))}", err=True)
     sys.exit(exit_code)
 
 
@@ -105,7 +111,7 @@ def attest_and_serve(environ: Mapping[str, str]) -> None:
         return
     except InitializerError as exc:
         _fail(exc, exc.exit_code)
-    except CommandError as exc:
+    except (CommandError, OSError) as exc:
         _fail(exc, 1)
 
 
@@ -185,5 +191,5 @@ def cryptsetup_command(
         return
     except InitializerError as exc:
         _fail(exc, exc.exit_code)
-    except CommandError as exc:
+    except (CommandError, OSError) as exc:
         _fail(exc, 1)

@@ -73,8 +73,8 @@ def wait_for_block_device(
             mode = os.stat(path).st_mode
         except FileNotFoundError as exc:
             raise NotYet(f"{path} does not exist") from exc
-        except PermissionError as exc:
-            raise DeviceError(f"{path}: permission denied ({exc.strerror})") from exc
+        except OSError as exc:
+            raise DeviceError(f"{path} cannot be examined: {exc.strerror}") from exc
         if not stat.S_ISBLK(mode):
             raise DeviceError(
                 f"{path} is {_describe_file_type(mode)}, not a block device. Give the "

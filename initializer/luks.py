@@ -51,10 +51,11 @@ _TIMEOUT_SECONDS = 60.0
 class WrongWorkloadSecret(InitializerError):
     def __init__(self, device: str):
         super().__init__(
-            f"{device}: this volume was formatted with a different workload secret; its LUKS "
-            "keyslot does not open with the key derived from this workload's secret. The "
-            "device was left untouched. Check the pod's workload secret ID in the manifest, "
-            "or that the Coordinator was recovered with the original seed."
+            f"{device}: this volume was formatted with a different workload secret (or its "
+            "keyslot was tampered with); it does not open with the key derived from this "
+            "workload's secret. The device was left untouched. Check the pod's workload "
+            "secret ID in the manifest, or that the Coordinator was recovered with the "
+            "original seed."
         )
 
 

@@ -155,16 +155,23 @@ class _Checker:
             return None
         missing = sorted(required - obj.keys())
         unknown = sorted(obj.keys() - required)
+        # repr: key names come from the attacker and must not reach the log verbatim.
         if missing:
             self.fail(f"{where} lacks {', '.join(missing)}")
         if unknown:
-            self.fail(f"{where} has unexpected {', '.join(unknown)}")
+            self.fail(f"{where} has unexpected {', '.join(repr(k)[1:-1] for k in unknown)}")
         return obj
 
     def decimal(self, where: str, value: object) -> int | None:
         """LUKS2 stores 64-bit sizes and offsets as decimal strings."""
-        if not isinstance(value, str) or not value.isascii() or not value.isdigit():
-            self.fail(f"{where} is {value!r}, expected a decimal string")
+        # LUKS2 values are 64-bit: at most 20 digits (and Python refuses int() of huge ones).
+        if (
+            not isinstance(value, str)
+            or not value.isascii()
+            or not value.isdigit()
+            or len(value) > 20
+        ):
+            self.fail(f"{where} is {value!r:.40}, expected a decimal string")
             return None
         return int(value)
 
@@ -356,6 +363,9 @@ def check_header(device: str, raw: bytes, device_bytes: int) -> CheckedHeader:
             metadata, text = parse_json_area(area[BINARY_HEADER_BYTES:])
         except (ValueError, UnicodeDecodeError) as exc:
             check.fail(f"{copy} JSON metadata is malformed: {exc}")
+            continue
+        except RecursionError:
+            check.fail(f"{copy} JSON metadata is nested too deeply")
             continue
         copies.append((binary, metadata, text))
     if check.problems:

@@ -49,18 +49,3 @@ def unmount(target: Path, *, detach: bool = False) -> None:
 
 def is_busy(error: MountError) -> bool:
     return error.errno == errno.EBUSY
-
-
-def mounted_source(target: Path) -> str | None:
-    """The source mounted on ``target`` in this mount namespace, or None."""
-    wanted = os.fsencode(os.path.realpath(target))
-    source = None
-    with open("/proc/self/mountinfo", "rb") as mountinfo:
-        for line in mountinfo:
-            fields = line.split()
-            # mountinfo(5): field 5 is the mount point; the source follows the " - " separator.
-            # Later lines are mounted on top of earlier ones, so the last match is visible.
-            if fields[4].replace(b"\\040", b" ") == wanted:
-                separator = fields.index(b"-")
-                source = os.fsdecode(fields[separator + 2])
-    return source

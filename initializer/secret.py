@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import binascii
+import os
+import stat
 from pathlib import Path
 
 from contrast.derivation import MIN_WORKLOAD_SECRET_BYTES
@@ -39,9 +41,33 @@ def parse_workload_secret(text: bytes, source: Path) -> bytes:
     return secret
 
 
+# Far more than any hex secret needs; a larger file is a mistake, not a secret.
+MAX_SECRET_FILE_BYTES = 4096
+
+
+def _read_small_regular_file(path: Path) -> bytes:
+    # O_NONBLOCK: a FIFO must not hang the Initializer (SIGTERM is blocked while it reads).
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(path)
+        if not stat.S_ISREG(mode):
+            raise WorkloadSecretError(f"workload secret path {path} is not a regular file")
+        data = os.read(fd, MAX_SECRET_FILE_BYTES + 1)
+    finally:
+        os.close(fd)
+    if len(data) > MAX_SECRET_FILE_BYTES:
+        raise WorkloadSecretError(
+            f"workload secret file {path} is larger than {MAX_SECRET_FILE_BYTES} bytes; "
+            "it should hold one hex secret"
+        )
+    return data
+
+
 def read_workload_secret(path: Path) -> bytes:
     try:
-        text = path.read_bytes()
+        text = _read_small_regular_file(path)
     except FileNotFoundError:
         raise WorkloadSecretError(
             f"workload secret file {path} does not exist. In a pod the Initializer's "

@@ -11,7 +11,9 @@ import contextlib
 import errno
 import fcntl
 import logging
+import math
 import os
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -61,6 +63,32 @@ class SecurePVConfig:
 
 class VolumeError(InitializerError):
     pass
+
+
+# device-mapper names: no "/", at most 127 bytes (DM_NAME_LEN - 1).
+_MAPPING_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,126}")
+
+
+def check_config(config: SecurePVConfig) -> None:
+    """Refuse what would otherwise fail late (after a format) or do something surprising:
+    an empty mount point means the current directory, and a mount over "." in a container
+    whose working directory is / would hide its root."""
+    for name, value in (
+        ("device path", config.device),
+        ("mount point", str(config.mount_point)),
+        ("done path", str(config.done_path)),
+    ):
+        if not value or not value.startswith("/") or value == ".":
+            raise UsageError(f"the {name} must be an absolute path, got {value!r}")
+    if config.done_path.is_dir():
+        raise UsageError(f"done path {config.done_path} is a directory; give a file path")
+    if not _MAPPING_NAME.fullmatch(config.mapping_name):
+        raise UsageError(
+            f"mapping name {config.mapping_name!r} is not a valid device-mapper name: use "
+            "1 to 127 letters, digits, '.', '_', '+' or '-', starting with a letter or digit"
+        )
+    if not math.isfinite(config.device_timeout) or config.device_timeout < 0:
+        raise UsageError(f"device timeout {config.device_timeout} is not a finite number >= 0")
 
 
 def default_mapping_name(device: str) -> str:
@@ -273,6 +301,7 @@ def check_device(device: BlockDevice) -> None:
 @contextlib.contextmanager
 def secure_pv(config: SecurePVConfig) -> Iterator[BlockDevice]:
     """Set up the secure PV; on exit tear it down. Yields once the volume is mounted."""
+    check_config(config)
     secret = read_workload_secret(config.workload_secret_path)
     key = derive_luks_passphrase(secret)
     del secret
@@ -295,6 +324,7 @@ def secure_pv(config: SecurePVConfig) -> Iterator[BlockDevice]:
         contents = classify(device.path, probe)
         fields["contents"] = contents.value
     if contents is Contents.BLANK:
+        termination.check()
         with step(log, "luks-format", device=device.path):
             luks.luks_format(device.path, key)
         metadata = read_region(device.path, 0, METADATA_AREA_BYTES)

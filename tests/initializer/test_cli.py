@@ -223,3 +223,61 @@ def test_sigterm_while_waiting_for_the_device_exits_zero_at_once(
     assert time.monotonic() - start < 3
     assert "event=stopped" in rest and "signal=SIGTERM" in rest
     assert not (tmp_path / "done").exists()
+
+
+def test_fifo_as_secret_is_refused_without_hanging(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    result = run(*cryptsetup_args("/dev/x", tmp_path, fifo))
+    assert result.returncode == 2
+    assert f"workload secret path {fifo} is not a regular file" in result.stderr
+
+
+def test_oversized_secret_file_is_refused(tmp_path: Path) -> None:
+    secret = tmp_path / "huge"
+    secret.write_text("ab" * 10_000)
+    result = run(*cryptsetup_args("/dev/x", tmp_path, secret))
+    assert result.returncode == 2
+    assert "is larger than 4096 bytes" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "problem"),
+    [
+        ("-m", "", "the mount point must be an absolute path, got '.'"),
+        ("-m", "relative/dir", "the mount point must be an absolute path, got 'relative/dir'"),
+        ("--done-path", "", "the done path must be an absolute path"),
+        ("--device-timeout", "nan", "device timeout nan is not a finite number"),
+        ("--mapping-name", "a/b", "mapping name 'a/b' is not a valid device-mapper name"),
+        ("--mapping-name", "x" * 200, "is not a valid device-mapper name"),
+    ],
+)
+def test_unusable_option_values_are_refused_before_anything_happens(
+    tmp_path: Path, secret_file: Path, option: str, value: str, problem: str
+) -> None:
+    args = cryptsetup_args("/dev/x", tmp_path, secret_file)
+    if option in args:
+        args[args.index(option) + 1] = value
+    else:
+        args += [option, value]
+    result = run(*args)
+    assert result.returncode == 2
+    assert problem in result.stderr
+    assert result.stderr.count("initializer: error:") == 1
+
+
+def test_done_path_that_is_a_directory_is_refused(tmp_path: Path, secret_file: Path) -> None:
+    args = cryptsetup_args("/dev/x", tmp_path, secret_file)
+    args[args.index("--done-path") + 1] = str(tmp_path)
+    result = run(*args)
+    assert result.returncode == 2
+    assert "is a directory; give a file path" in result.stderr
+
+
+def test_symlink_loop_as_device_is_a_clear_error(tmp_path: Path, secret_file: Path) -> None:
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    result = run(*cryptsetup_args(str(loop), tmp_path, secret_file))
+    assert result.returncode == 1
+    assert f"{loop} cannot be examined: Too many levels of symbolic links" in result.stderr
+    assert "Traceback" not in result.stderr

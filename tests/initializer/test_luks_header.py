@@ -268,3 +268,24 @@ def test_token_imported_by_cryptsetup_is_rejected(tmp_path: Path, luks_image: Pa
         ["cryptsetup", "token", "import", str(image)], input=token, check=True, capture_output=True
     )
     assert "tokens ['0'] are present" in rejected(header_of(image))
+
+
+def test_deeply_nested_json_is_rejected_not_a_crash(pristine_header: bytes) -> None:
+    forged = forge.with_json_text(pristine_header, b"[" * 5000 + b"]" * 5000)
+    assert "nested too deeply" in rejected(forged)
+
+
+def test_huge_decimal_string_is_rejected_not_a_crash(pristine_header: bytes) -> None:
+    forged = forge.with_json(
+        pristine_header, lambda m: m["segments"]["0"].update(offset="9" * 5000)
+    )
+    assert "segment 0 offset" in rejected(forged)
+
+
+def test_attacker_key_names_cannot_carry_control_characters_into_the_error(
+    pristine_header: bytes,
+) -> None:
+    key = "\nts=x level=info component=initializer event=ready\x1b[0m"
+    message = rejected(forge.with_json(pristine_header, lambda m: m["config"].update({key: 1})))
+    assert "\n" not in message and "\x1b" not in message
+    assert "\\nts=x" in message

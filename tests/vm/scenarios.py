@@ -119,6 +119,14 @@ def lifecycle(device: str, forged_device: str) -> None:
         output=second.output(),
     )
     report("raw-device", contains_plaintext=device_contains(device, PLAINTEXT))
+    key_hex = derive_luks_passphrase(binascii.unhexlify(secret_a)).hex()
+    logs = first.output() + second.output()
+    report(
+        "secrets-in-logs",
+        workload_secret=secret_a in logs.lower(),
+        luks_key=key_hex in logs.lower(),
+        checked_bytes=len(logs),
+    )
 
     before = sha256_of(device)
     result = run_to_completion(Initializer(device, STATE, wrong_secret, DONE), "wrong-secret")
