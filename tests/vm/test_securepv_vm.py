@@ -7,23 +7,17 @@ behaviour on the facts those steps reported.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.vm.guest import RESULT_PREFIX
+from tests.vm.boot import Steps, boot
 
 pytestmark = pytest.mark.vm
 
-PROJECT = Path(__file__).resolve().parents[2]
-RUNNER = PROJECT / "tests" / "vm" / "run"
 MiB = 1024 * 1024
-
-Steps = dict[str, dict[str, Any]]
 
 
 def sparse_disk(path: Path, size: int) -> Path:
@@ -32,31 +26,12 @@ def sparse_disk(path: Path, size: int) -> Path:
     return path
 
 
-def boot(disks: list[Path], *command: str) -> Steps:
-    argv = [str(RUNNER)]
-    for disk in disks:
-        argv += ["--disk", str(disk)]
-    argv += ["--", "python", "-m", "tests.vm.scenarios", *command]
-    completed = subprocess.run(argv, capture_output=True, text=True, timeout=3000)
-    steps: Steps = {}
-    for line in completed.stdout.splitlines():
-        if line.startswith(RESULT_PREFIX):
-            facts = json.loads(line[len(RESULT_PREFIX) :])
-            steps[facts.pop("step")] = facts
-    if "done" not in steps:
-        pytest.fail(
-            f"the scenario did not finish (exit {completed.returncode}):\n"
-            f"{completed.stdout[-6000:]}\n{completed.stderr[-4000:]}"
-        )
-    return steps
-
-
 @pytest.fixture(scope="module")
 def lifecycle(tmp_path_factory: pytest.TempPathFactory) -> Steps:
     directory = tmp_path_factory.mktemp("lifecycle")
     volume = sparse_disk(directory / "volume.img", 256 * MiB)
     forged = sparse_disk(directory / "forged.img", 64 * MiB)
-    return boot([volume, forged], "lifecycle")
+    return boot([volume, forged], "tests.vm.scenarios", "lifecycle")
 
 
 def test_first_start_on_a_blank_device_mounts_an_encrypted_volume_and_writes_done(
@@ -174,7 +149,7 @@ def refusals(tmp_path_factory: pytest.TempPathFactory) -> Steps:
     )
     small = sparse_disk(directory / "small.img", 24 * MiB)
     read_only = sparse_disk(directory / "readonly.img", 64 * MiB)
-    return boot([ext4, gpt, unknown, luks1, small, read_only], "refusals")
+    return boot([ext4, gpt, unknown, luks1, small, read_only], "tests.vm.scenarios", "refusals")
 
 
 @pytest.mark.parametrize(

@@ -8,41 +8,15 @@ the facts the steps reported.
 
 from __future__ import annotations
 
-import json
-import subprocess
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.vm.guest import RESULT_PREFIX
+from tests.vm.boot import Steps, boot
 
 pytestmark = pytest.mark.vm
 
-PROJECT = Path(__file__).resolve().parents[2]
-RUNNER = PROJECT / "tests" / "vm" / "run"
 MiB = 1024 * 1024
-
-Steps = dict[str, dict[str, Any]]
-
-
-def boot_module(disks: list[Path], module: str) -> Steps:
-    argv = [str(RUNNER)]
-    for disk in disks:
-        argv += ["--disk", str(disk)]
-    argv += ["--", "python", "-m", module]
-    completed = subprocess.run(argv, capture_output=True, text=True, timeout=3600)
-    steps: Steps = {}
-    for line in completed.stdout.splitlines():
-        if line.startswith(RESULT_PREFIX):
-            facts = json.loads(line[len(RESULT_PREFIX) :])
-            steps[facts.pop("step")] = facts
-    if "done" not in steps:
-        pytest.fail(
-            f"the scenario did not finish (exit {completed.returncode}):\n"
-            f"{completed.stdout[-6000:]}\n{completed.stderr[-4000:]}"
-        )
-    return steps
 
 
 CREDENTIALS = [
@@ -60,7 +34,7 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Steps:
     volume = directory / "volume.img"
     with volume.open("wb") as disk:
         disk.truncate(256 * MiB)
-    steps = boot_module([volume], "tests.vm.system_scenarios")
+    steps = boot([volume], "tests.vm.system_scenarios")
     assert steps["setup"]["set_status"] == 0, steps["setup"]["stderr"]
     return steps
 
