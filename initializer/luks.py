@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 from pathlib import Path
 
 from contrast.process import CommandError, Result, require_binary, run
@@ -87,6 +88,35 @@ def _common_options() -> list[str]:
             raise
         options.append("--disable-locks")
     return options
+
+
+class DeviceMapperMissing(InitializerError):
+    pass
+
+
+def device_mapper_listed(misc: str) -> bool:
+    """Whether /proc/misc (``MINOR NAME`` lines) lists the device-mapper control device."""
+    return any(line.split()[1:] == ["device-mapper"] for line in misc.splitlines())
+
+
+def require_device_mapper(device: str) -> None:
+    """Refuse before anything is written when the kernel cannot map the volume at all.
+
+    /dev/mapper/control proves nothing (any cryptsetup run creates the node); the kernel's
+    list of misc devices does. A kernel with dm as a module gets one chance to load it.
+    """
+    if device_mapper_listed(Path("/proc/misc").read_text()):
+        return
+    modprobe = shutil.which("modprobe")
+    if modprobe:
+        run([modprobe, "-q", "dm_mod"], timeout=_TIMEOUT_SECONDS, check=False)
+        if device_mapper_listed(Path("/proc/misc").read_text()):
+            return
+    raise DeviceMapperMissing(
+        f"{device}: this kernel has no device-mapper, so dm-crypt cannot map the volume; the "
+        "device was not changed. Run the Initializer in a (confidential) VM whose kernel has "
+        "dm_mod and dm_crypt."
+    )
 
 
 def cryptsetup(args: list[str], *, key: bytes | None = None, check: bool = True) -> Result:

@@ -147,6 +147,7 @@ def opened_mapping(
     with step(log, "header-check", device=device.path):
         header = check_header(device.path, metadata, device.size_bytes)
         keyslot = read_region(device.path, header.keyslot_area_offset, header.keyslot_area_size)
+    luks.require_device_mapper(device.path)
     pieces = [(0, metadata), (header.keyslot_area_offset, keyslot)]
     with (
         sealed_header_copy(pieces, header.data_offset) as header_path,
@@ -325,6 +326,7 @@ def secure_pv(config: SecurePVConfig) -> Iterator[BlockDevice]:
         fields["contents"] = contents.value
     if contents is Contents.BLANK:
         termination.check()
+        luks.require_device_mapper(device.path)
         with step(log, "luks-format", device=device.path):
             luks.luks_format(device.path, key)
         metadata = read_region(device.path, 0, METADATA_AREA_BYTES)

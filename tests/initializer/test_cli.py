@@ -281,3 +281,17 @@ def test_symlink_loop_as_device_is_a_clear_error(tmp_path: Path, secret_file: Pa
     assert result.returncode == 1
     assert f"{loop} cannot be examined: Too many levels of symbolic links" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_blank_device_on_a_kernel_without_device_mapper_is_not_formatted(
+    tmp_path: Path, secret_file: Path, loop_device: Callable[..., str]
+) -> None:
+    if "device-mapper" in Path("/proc/misc").read_text():
+        pytest.fail("this test needs a host kernel without device-mapper (as on CI)")
+    image = sparse_image(tmp_path / "blank.img", 64 * MiB)
+    result = run(*cryptsetup_args(loop_device(image), tmp_path, secret_file))
+    assert result.returncode == 1
+    assert "this kernel has no device-mapper" in result.stderr
+    assert "event=luks-format" not in result.stderr
+    with image.open("rb") as data:
+        assert not any(data.read(32 * MiB))

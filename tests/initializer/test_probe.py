@@ -111,3 +111,11 @@ def test_luks_magic_is_recognised_with_its_version_without_libblkid() -> None:
 def test_no_luks_magic_needs_the_full_probe() -> None:
     assert probe_luks_magic(bytes(64)) is None
     assert probe_luks_magic(b"SKUL\xba\xbe\x00\x02") is None
+
+
+def test_device_mapper_is_found_in_the_kernels_misc_list() -> None:
+    from initializer.luks import device_mapper_listed
+
+    assert device_mapper_listed(" 62 ppp\n236 device-mapper\n") is True
+    assert device_mapper_listed(" 62 ppp\n227 mcelog\n") is False
+    assert device_mapper_listed("") is False
