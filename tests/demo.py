@@ -29,11 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.demo_securepv import Demo
+from tests.demo_securepv import Demo, fresh_volume, run_in_vm
 
-PROJECT = Path(__file__).resolve().parents[1]
-WORK = PROJECT / "demo-work"
-VOLUME_BYTES = 1024 * 1024 * 1024
 PLAINTEXT = b"Attack at dawn. -- a secret only the workload may read\n"
 
 
@@ -161,29 +158,9 @@ def run_system(device: str) -> int:
 
 
 def host() -> int:
-    WORK.mkdir(exist_ok=True)
-    image = WORK / "volume.img"
-    image.unlink(missing_ok=True)
-    with image.open("wb") as volume:
-        volume.truncate(VOLUME_BYTES)
-    print(f"created {image}: a 1 GiB sparse disk image, the untrusted persistent volume")
+    image = fresh_volume()
     print("booting a microVM (about 20 s, then the demo)", flush=True)
-    start = time.monotonic()
-    code = subprocess.run(
-        [
-            str(PROJECT / "tests" / "vm" / "run"),
-            "--disk",
-            str(image),
-            "--",
-            "python",
-            "-m",
-            "tests.demo",
-            "--device",
-            "/dev/vda",
-        ]
-    ).returncode
-    print(f"(microVM run took {time.monotonic() - start:.0f} s)")
-    return code
+    return run_in_vm("tests.demo", image)
 
 
 def main() -> None:

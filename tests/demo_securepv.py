@@ -148,13 +148,29 @@ def host_can_run_containers_with_dm_crypt() -> bool:
     return has_dm and cgroup_v2.exists() and os.access(cgroup_v2, os.W_OK)
 
 
-def host() -> int:
+def fresh_volume() -> Path:
+    """A new 1 GiB sparse disk image: the untrusted persistent volume of a demo."""
     WORK.mkdir(exist_ok=True)
     image = WORK / "volume.img"
     image.unlink(missing_ok=True)
     with image.open("wb") as volume:
         volume.truncate(VOLUME_BYTES)
     print(f"created {image}: a 1 GiB sparse disk image, the untrusted persistent volume")
+    return image
+
+
+def run_in_vm(module: str, image: Path) -> int:
+    """Run ``python -m module --device /dev/vda`` in the microVM with ``image`` attached."""
+    start = time.monotonic()
+    runner = PROJECT / "tests" / "vm" / "run"
+    argv = [str(runner), "--disk", str(image), "--", "python", "-m", module]
+    code = subprocess.run([*argv, "--device", "/dev/vda"]).returncode
+    print(f"(microVM run took {time.monotonic() - start:.0f} s)")
+    return code
+
+
+def host() -> int:
+    image = fresh_volume()
     if host_can_run_containers_with_dm_crypt():
         loop = subprocess.run(
             ["losetup", "--find", "--show", str(image)], check=True, capture_output=True, text=True
@@ -167,22 +183,7 @@ def host() -> int:
         "this kernel has no device-mapper: booting a microVM (about 20 s, then the demo)",
         flush=True,
     )
-    start = time.monotonic()
-    code = subprocess.run(
-        [
-            str(PROJECT / "tests" / "vm" / "run"),
-            "--disk",
-            str(image),
-            "--",
-            "python",
-            "-m",
-            "tests.demo_securepv",
-            "--device",
-            "/dev/vda",
-        ]
-    ).returncode
-    print(f"(microVM run took {time.monotonic() - start:.0f} s)")
-    return code
+    return run_in_vm("tests.demo_securepv", image)
 
 
 def main() -> None:
