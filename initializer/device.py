@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,6 +100,29 @@ def read_region(path: str | Path, offset: int, length: int) -> bytes:
         raise DeviceError(
             f"{path}: reading {length} bytes at offset {offset} failed ({exc.strerror}); "
             "nothing was written. Check the volume's health."
+        ) from None
+
+
+def write_durably(path: str | Path, pieces: Iterable[tuple[int, bytes]]) -> None:
+    """Write ``pieces`` (offset, data) and return only once the device reports them stable
+    (fsync on a block device flushes its volatile write cache too)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            for offset, data in pieces:
+                view = memoryview(data)
+                position = offset
+                while view:
+                    written = os.pwrite(fd, view, position)
+                    view = view[written:]
+                    position += written
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise DeviceError(
+            f"{path}: writing failed ({exc.strerror}). Check the volume's health; the next "
+            "start will pick up from the state the device was left in."
         ) from None
 
 

@@ -9,8 +9,12 @@ Parameters (documented in the README, checked field by field in ``luks_header``)
   HKDF output, not a human password: brute force is 2^256 work whatever the KDF costs, so a
   memory-hard KDF (argon2id, cryptsetup's default) would only add start-up time and memory
   (dangerous under a 100 MiB container limit) and buy nothing.
-- 16 KiB metadata copies, a 16 MiB - 32 KiB keyslots area, data at 16 MiB: cryptsetup's
-  defaults, pinned so a cryptsetup upgrade cannot change what a valid header looks like.
+- 16 KiB metadata copies and data at 16 MiB (cryptsetup's defaults), a keyslots area that
+  ends 4 KiB before the data, and in those 4 KiB the Initializer's state record
+  (``initializer.state``): pinned so a cryptsetup upgrade cannot change what a valid header
+  looks like.
+- The header is never written by cryptsetup to the device: ``luksFormat`` writes a detached
+  header image, which is checked and then copied (``initializer.securepv``).
 
 Key material reaches cryptsetup on stdin (``--key-file=-``), never in argv or a file.
 """
@@ -40,7 +44,9 @@ class LuksLayout:
     AF_STRIPES = 4000
     METADATA_BYTES = 16 * 1024
     DATA_OFFSET_BYTES = 16 * 1024 * 1024
-    KEYSLOTS_BYTES = DATA_OFFSET_BYTES - 2 * METADATA_BYTES
+    STATE_RECORD_BYTES = 4096
+    STATE_RECORD_OFFSET = DATA_OFFSET_BYTES - STATE_RECORD_BYTES
+    KEYSLOTS_BYTES = STATE_RECORD_OFFSET - 2 * METADATA_BYTES
 
 
 CRYPTSETUP_PACKAGE = "cryptsetup-bin"
@@ -133,12 +139,14 @@ def cryptsetup(args: list[str], *, key: bytes | None = None, check: bool = True)
         raise CryptsetupFailed(str(exc)) from exc
 
 
-def luks_format(device: str, key: bytes) -> None:
-    """Write a fresh LUKS2 header with the pinned layout. Only ever on a proven-blank device."""
+def luks_format(device: str, header_path: str, key: bytes) -> None:
+    """Write a fresh LUKS2 header with the pinned layout for ``device`` into the detached
+    header image at ``header_path``. The device itself is only read."""
     layout = LuksLayout
     cryptsetup(
         [
             "luksFormat",
+            f"--header={header_path}",
             "--batch-mode",
             "--type=luks2",
             f"--cipher={layout.CIPHER}",

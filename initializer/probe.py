@@ -41,6 +41,8 @@ class ProbeFailed(InitializerError):
 class Contents(enum.Enum):
     BLANK = "blank"
     LUKS2 = "luks2"
+    # Only an interrupted first start of the Initializer (its state record says so).
+    UNFINISHED = "unfinished-first-start"
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import logging
 import math
 import os
@@ -23,24 +22,30 @@ from contrast.derivation import derive_luks_passphrase
 from contrast.files import atomic_write
 from contrast.log import event, step
 from contrast.process import require_binary, run
-from initializer import luks, mount, termination
+from contrast.retry import GaveUp, retry_briefly
+from initializer import faults, luks, mount, state, termination
 from initializer.device import BlockDevice, read_region, wait_for_block_device
 from initializer.errors import InitializerError, UsageError
+from initializer.header_image import (
+    copy_header_to_device,
+    new_header_image,
+    read_image,
+    sealed_header_copy,
+)
 from initializer.luks_header import (
     METADATA_AREA_BYTES,
     CheckedHeader,
     check_header,
 )
-from initializer.probe import Contents, classify, first_nonzero, probe_luks_magic
+from initializer.probe import Contents, classify, probe_luks_magic
 from initializer.probe import probe_device as probe_raw_device
 from initializer.secret import read_workload_secret
+from initializer.state import VolumeState
 
 log = logging.getLogger("initializer")
 
 # A LUKS2 header with our layout plus the smallest ext4 worth having.
 MIN_DEVICE_BYTES = luks.LuksLayout.DATA_OFFSET_BYTES + 16 * 1024 * 1024
-# Raw ciphertext that mkfs would have written; all zeros there proves mkfs never ran.
-UNFINISHED_CHECK_BYTES = 1024 * 1024
 EXT4_SUPERBLOCK_OFFSET = 1024
 EXT4_MAGIC_OFFSET = 0x38
 EXT4_MAGIC = b"\x53\xef"
@@ -109,33 +114,6 @@ def check_mount_point(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def sealed_header_copy(pieces: list[tuple[int, bytes]], size: int) -> Iterator[str]:
-    """An in-memory file of ``size`` bytes holding ``pieces`` (offset, data), zeros elsewhere.
-
-    Sealed against writes, growth and shrinking before anyone else sees it: what cryptsetup
-    reads is exactly what was checked. Yields a path other processes can open.
-    """
-    fd = os.memfd_create("luks-header", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
-    try:
-        os.ftruncate(fd, size)
-        for offset, data in pieces:
-            view = memoryview(data)
-            position = offset
-            while view:
-                written = os.pwrite(fd, view, position)
-                view = view[written:]
-                position += written
-        fcntl.fcntl(
-            fd,
-            fcntl.F_ADD_SEALS,
-            fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL,
-        )
-        yield f"/proc/{os.getpid()}/fd/{fd}"
-    finally:
-        os.close(fd)
-
-
-@contextlib.contextmanager
 def opened_mapping(
     device: BlockDevice, metadata: bytes, name: str, key: bytes
 ) -> Iterator[CheckedHeader]:
@@ -152,6 +130,7 @@ def opened_mapping(
     with (
         sealed_header_copy(pieces, header.data_offset) as header_path,
         step(log, "luks-open", device=device.path, mapping=name),
+        faults.during("luks-open"),
     ):
         luks.open_with_detached_header(device.path, header_path, name, key)
     try:
@@ -171,13 +150,21 @@ def close_mapping(name: str) -> None:
 
 
 def remove_stale_mapping(name: str) -> None:
-    """A mapping left by an Initializer that was killed; close it or explain why not."""
+    """A mapping left by an Initializer that was killed; close it or explain why not.
+
+    The killed container's mount of it goes with its mount namespace, which the kernel may
+    still be tearing down: a busy mapping gets a few seconds to become free.
+    """
     if not luks.mapping_exists(name):
         return
     event(log, "stale-mapping", logging.WARNING, mapping=name)
     try:
-        luks.close(name)
-    except luks.CryptsetupFailed as exc:
+        retry_briefly(
+            lambda: luks.close(name),
+            retryable=lambda exc: isinstance(exc, luks.CryptsetupFailed),
+        )
+    except GaveUp as gave_up:
+        exc = gave_up.last
         raise VolumeError(
             f"a mapping {luks.mapping_path(name)} already exists and is in use, probably by a "
             f"previous Initializer's mount that is still active: {exc}. Unmount it and run "
@@ -190,25 +177,12 @@ def has_ext4_superblock(mapping: Path) -> bool:
     return superblock[EXT4_MAGIC_OFFSET : EXT4_MAGIC_OFFSET + 2] == EXT4_MAGIC
 
 
-def make_file_system(device: str, mapping: Path, data_offset: int) -> None:
-    """Create ext4 on a volume proven never to have held data.
-
-    The raw ciphertext where mkfs writes first must still be zeros: everything written
-    through the mapping, by mkfs or an application, lands there as non-zero ciphertext. So a
-    volume whose first start was interrupted before mkfs gets its file system, and one that
-    holds anything else is refused.
-    """
-    raw = read_region(device, data_offset, UNFINISHED_CHECK_BYTES)
-    offset = first_nonzero(raw)
-    if offset is not None:
-        raise VolumeError(
-            f"{device}: the encrypted volume opens with this workload's key but holds no ext4 "
-            f"file system, and its data area has been written (offset "
-            f"{data_offset + offset}). Refusing to create a file system over it; the device "
-            "was not changed. Inspect it with cryptsetup and fsck.ext4, or restore a backup."
-        )
+def make_file_system(mapping: Path) -> None:
+    """Create ext4 on the mapping of a volume whose first start is not finished (its state
+    record says so: nothing but that first start ever wrote to it), then flush it all to the
+    device, so that the record can say "initialized" next."""
     mkfs = require_binary("mkfs.ext4", MKFS_PACKAGE)
-    with step(log, "mkfs", mapping=mapping):
+    with step(log, "mkfs", mapping=mapping), faults.during("mkfs"):
         run(
             [
                 mkfs,
@@ -221,6 +195,53 @@ def make_file_system(device: str, mapping: Path, data_offset: int) -> None:
             ],
             timeout=MKFS_TIMEOUT_SECONDS,
         )
+        flush(mapping)
+
+
+def flush(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise VolumeError(f"{path}: flushing to the device failed: {exc.strerror}") from None
+
+
+def write_new_header(device: BlockDevice, key: bytes) -> None:
+    """Format: a new header made and checked in memory, then the state record "formatting",
+    then the header on the device."""
+    with contextlib.ExitStack() as stack:
+        with step(log, "luks-format", device=device.path), faults.during("luks-format"):
+            image = stack.enter_context(new_header_image(device.path, key))
+        metadata = read_image(image, 0, METADATA_AREA_BYTES)
+        # What goes onto the device passes the same check as every later start.
+        check_header(device.path, metadata, device.size_bytes)
+        faults.boundary("luks-format")
+        with step(log, "header-write", device=device.path):
+            state.write_state(device.path, VolumeState.FORMATTING)
+            faults.boundary("state-formatting")
+            copy_header_to_device(image, device.path)
+    faults.boundary("header-written")
+
+
+def probe_contents(device: BlockDevice, metadata: bytes) -> tuple[Contents, VolumeState]:
+    """What the device holds, and what its state record says about it."""
+    volume_state = state.read_state(device.path)
+    if volume_state is VolumeState.FORMATTING:
+        return Contents.UNFINISHED, volume_state
+    luks_probe = probe_luks_magic(metadata)
+    if luks_probe is None and volume_state is VolumeState.INITIALIZED:
+        raise VolumeError(
+            f"{device.path}: the state record says this volume was initialized, but its LUKS2 "
+            "header is gone (no LUKS magic at offset 0). The device was left untouched; "
+            "restore the header from a backup (cryptsetup luksHeaderRestore)."
+        )
+    # A LUKS2 header is ours or a forgery: the header check decides, so libblkid is only
+    # needed to prove everything else blank.
+    probe = luks_probe or probe_raw_device(device.path, device.size_bytes)
+    return classify(device.path, probe), volume_state
 
 
 @contextlib.contextmanager
@@ -319,28 +340,44 @@ def secure_pv(config: SecurePVConfig) -> Iterator[BlockDevice]:
 
     with step(log, "probe", device=device.path) as fields:
         metadata = read_region(device.path, 0, METADATA_AREA_BYTES)
-        # A LUKS2 header is ours or a forgery: the header check decides, so libblkid is
-        # only needed to prove everything else blank.
-        probe = probe_luks_magic(metadata) or probe_raw_device(device.path, device.size_bytes)
-        contents = classify(device.path, probe)
-        fields["contents"] = contents.value
-    if contents is Contents.BLANK:
+        contents, volume_state = probe_contents(device, metadata)
+        fields.update(contents=contents.value, state=volume_state.value)
+    faults.boundary("probe")
+    first_start = contents in (Contents.BLANK, Contents.UNFINISHED)
+    if first_start:
+        if contents is Contents.UNFINISHED:
+            event(log, "first-start-unfinished", logging.WARNING, device=device.path)
         termination.check()
         luks.require_device_mapper(device.path)
-        with step(log, "luks-format", device=device.path):
-            luks.luks_format(device.path, key)
+        write_new_header(device, key)
+        # From here on, as on every later start: what is opened is what the device holds.
         metadata = read_region(device.path, 0, METADATA_AREA_BYTES)
     termination.check()
 
     mapping = luks.mapping_path(config.mapping_name)
     with contextlib.ExitStack() as stack:
-        header = stack.enter_context(opened_mapping(device, metadata, config.mapping_name, key))
+        stack.enter_context(opened_mapping(device, metadata, config.mapping_name, key))
+        faults.boundary("luks-open")
         termination.check()
-        if not has_ext4_superblock(mapping):
-            make_file_system(device.path, mapping, header.data_offset)
+        if first_start:
+            make_file_system(mapping)
+            faults.boundary("mkfs")
+            with step(log, "state-initialized", device=device.path):
+                state.write_state(device.path, VolumeState.INITIALIZED)
+            faults.boundary("state-initialized")
             termination.check()
+        elif not has_ext4_superblock(mapping):
+            raise VolumeError(
+                f"{device.path}: the encrypted volume opens with this workload's key, but holds "
+                f"no ext4 file system although its first start was completed (state record: "
+                f"{volume_state.value}). Refusing to create a file system over what may be "
+                "data; the device was not changed. Inspect it with cryptsetup and fsck.ext4 "
+                "(backup superblocks), or restore a backup."
+            )
         stack.enter_context(mounted(mapping, config.mount_point))
+        faults.boundary("mount")
         ensure_writable(config.mount_point)
         termination.check()
         stack.enter_context(done_marker(config.done_path, config.mount_point))
+        faults.boundary("done")
         yield device

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from initializer import luks
+from tests.initializer.forge import format_volume
 
 MiB = 1024 * 1024
 
@@ -27,7 +28,7 @@ def passphrase() -> bytes:
 def luks_image(tmp_path_factory: pytest.TempPathFactory, passphrase: bytes) -> Path:
     """A 64 MiB image formatted by the real cryptsetup with this project's parameters."""
     image = sparse_image(tmp_path_factory.mktemp("luks") / "volume.img", 64 * MiB)
-    luks.luks_format(str(image), passphrase)
+    format_volume(image, passphrase)
     return image
 
 

@@ -12,10 +12,20 @@ import json
 import os
 import struct
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+from initializer.header_image import copy_header_to_device, new_header_image
 from initializer.luks import LuksLayout
 from initializer.luks_header import BINARY_HEADER_BYTES, header_checksum
+
+
+def format_volume(device: Path | str, key: bytes) -> None:
+    """Give ``device`` a genuine LUKS2 header, made the way the Initializer's first start
+    makes one: the starting point of every forgery."""
+    with new_header_image(str(device), key) as image:
+        copy_header_to_device(image, str(device))
+
 
 SIZE = LuksLayout.METADATA_BYTES
 COPIES = {"primary": 0, "secondary": SIZE}

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from initializer.state import RECORD_OFFSET, VolumeState, write_state
 from tests.initializer import forge
 from tests.initializer.conftest import MiB, sparse_image
 
@@ -295,3 +296,52 @@ def test_blank_device_on_a_kernel_without_device_mapper_is_not_formatted(
     assert "event=luks-format" not in result.stderr
     with image.open("rb") as data:
         assert not any(data.read(32 * MiB))
+
+
+def test_unfinished_first_start_is_taken_up_again_not_refused_as_unknown_data(
+    tmp_path: Path, secret_file: Path, loop_device: Callable[..., str]
+) -> None:
+    """A first start that died after writing part of a header: the state record says
+    "formatting", so the next start formats again (here it stops, as the kernel lacks
+    device-mapper, without writing: the device stays exactly as it was)."""
+    if "device-mapper" in Path("/proc/misc").read_text():
+        pytest.fail("this test needs a host kernel without device-mapper (as on CI)")
+    image = sparse_image(tmp_path / "unfinished.img", 64 * MiB)
+    write_state(str(image), VolumeState.FORMATTING)
+    with image.open("r+b") as data:
+        data.write(secrets.token_bytes(6000))  # a partial header
+    before = checksum(image)
+    result = run(*cryptsetup_args(loop_device(image), tmp_path, secret_file))
+    assert result.returncode == 1
+    assert "event=first-start-unfinished" in result.stderr
+    assert "this kernel has no device-mapper" in result.stderr
+    assert "not blank" not in result.stderr
+    assert checksum(image) == before
+
+
+def test_damaged_state_record_is_refused_untouched(
+    tmp_path: Path, secret_file: Path, luks_image: Path, loop_device: Callable[..., str]
+) -> None:
+    image = tmp_path / "damaged.img"
+    image.write_bytes(luks_image.read_bytes())
+    with image.open("r+b") as data:
+        data.seek(RECORD_OFFSET)
+        data.write(b"formatting please")
+    before = checksum(image)
+    result = run(*cryptsetup_args(loop_device(image), tmp_path, secret_file))
+    assert result.returncode == 1
+    assert f"state record (offset {RECORD_OFFSET}" in result.stderr
+    assert "b'formatting please'" in result.stderr
+    assert checksum(image) == before
+
+
+def test_initialized_volume_without_header_is_refused_untouched(
+    tmp_path: Path, secret_file: Path, loop_device: Callable[..., str]
+) -> None:
+    image = sparse_image(tmp_path / "headless.img", 64 * MiB)
+    write_state(str(image), VolumeState.INITIALIZED)
+    before = checksum(image)
+    result = run(*cryptsetup_args(loop_device(image), tmp_path, secret_file))
+    assert result.returncode == 1
+    assert "the state record says this volume was initialized, but its LUKS2" in result.stderr
+    assert checksum(image) == before

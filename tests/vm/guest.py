@@ -74,6 +74,10 @@ class Initializer:
     done_path: Path
     extra_args: list[str] = field(default_factory=list)
     propagation: str = "unchanged"
+    # The command that is the container's process; the fault-injection tests use
+    # ("python", "-m", "tests.vm.faulty_initializer") with CONTRAST_FAULT_* in ``env``.
+    entry: tuple[str, ...] = ("initializer",)
+    env: dict[str, str] = field(default_factory=dict)
     memory_limit: str = "100M"
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
@@ -91,7 +95,7 @@ class Initializer:
             "--propagation",
             self.propagation,
             "--",
-            "initializer",
+            *self.entry,
             "cryptsetup",
             "--device-path",
             self.device,
@@ -104,7 +108,9 @@ class Initializer:
             *self.extra_args,
         ]
         self.started_at = time.monotonic()
-        self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            argv, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.env}
+        )
         log.close()
         return self
 

@@ -141,7 +141,7 @@ def forged_header(device: str, secret_hex: str) -> None:
     cipher_null and the checksums are redone. cryptsetup alone opens it, and whatever the
     guest then writes lands on the disk in plaintext."""
     key = derive_luks_passphrase(binascii.unhexlify(secret_hex))
-    luks.luks_format(device, key)
+    forge.format_volume(device, key)
     with open(device, "r+b") as raw:
         header = raw.read(luks.LuksLayout.DATA_OFFSET_BYTES)
         raw.seek(0)

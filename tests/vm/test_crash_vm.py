@@ -1,0 +1,169 @@
+"""Crash safety of the first start, for real in the microVM (issue 7, section 1).
+
+- Every fault point of a first start (initializer/faults.py): the Initializer is SIGKILLed
+  there (at a step boundary, or while cryptsetup or mkfs runs); a fresh start must reach
+  /done, and once the state record says "initialized" the volume is never formatted again.
+- Power cuts: a chain of boots, each ended by powering the VM off (no sync, no clean
+  shutdown) at a random moment while a first start runs on one device and an application
+  writes and fsyncs files on another. Each next boot: the interrupted device must start,
+  and every file the application had fsynced must be there, intact.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from initializer import faults
+from tests.vm.boot import RUNNER, Steps, boot
+from tests.vm.guest import RESULT_PREFIX
+
+pytestmark = pytest.mark.vm
+
+MiB = 1024 * 1024
+BOUNDARIES = [f"after:{name}" for name in faults.FIRST_START_BOUNDARIES]
+DURING = [f"during:{name}" for name in faults.COMMANDS]
+# Points at which nothing has been written to the device yet.
+BEFORE_ANY_WRITE = ["after:probe", "after:luks-format", "during:luks-format"]
+# Points after the record says "initialized": the volume may hold application data.
+INITIALIZED = ["after:state-initialized", "after:mount", "after:done"]
+POWER_CUTS = 3
+
+
+def sparse_disk(path: Path, size: int) -> Path:
+    with path.open("wb") as disk:
+        disk.truncate(size)
+    return path
+
+
+@pytest.fixture(scope="module")
+def kills(tmp_path_factory: pytest.TempPathFactory) -> Steps:
+    disk = sparse_disk(tmp_path_factory.mktemp("kills") / "volume.img", 64 * MiB)
+    return boot([disk], "tests.vm.crash_scenarios", "kills")
+
+
+@pytest.mark.parametrize("point", BOUNDARIES + DURING)
+def test_a_first_start_killed_at_any_point_is_finished_by_the_next_start(
+    kills: Steps, point: str
+) -> None:
+    facts = kills[f"kill {point}"]
+    assert facts["reached"], facts["faulty_output"]
+    assert facts["killed_status"] == -9
+    assert facts["fresh_ready"], facts["fresh_errors"]
+    assert facts["fresh_status"] == 0
+    assert facts["state_after_fresh"] == "initialized"
+    assert facts["mappings"] == []
+
+
+@pytest.mark.parametrize("point", DURING)
+def test_the_kill_lands_while_the_external_command_runs(kills: Steps, point: str) -> None:
+    assert kills[f"kill {point}"]["command_running_at_kill"] is True
+
+
+@pytest.mark.parametrize("point", BEFORE_ANY_WRITE)
+def test_killed_before_the_first_write_the_device_is_still_blank(kills: Steps, point: str) -> None:
+    facts = kills[f"kill {point}"]
+    assert facts["state_after_kill"] == "none"
+    assert not facts["resumed"] and facts["formatted_again"]
+
+
+@pytest.mark.parametrize(
+    "point", [p for p in BOUNDARIES + DURING if p not in BEFORE_ANY_WRITE + INITIALIZED]
+)
+def test_an_unfinished_first_start_is_recognised_and_started_over(kills: Steps, point: str) -> None:
+    facts = kills[f"kill {point}"]
+    assert facts["state_after_kill"] == "formatting"
+    assert facts["resumed"] and facts["formatted_again"]
+
+
+@pytest.mark.parametrize("point", INITIALIZED)
+def test_once_initialized_the_volume_is_opened_never_formatted_again(
+    kills: Steps, point: str
+) -> None:
+    facts = kills[f"kill {point}"]
+    assert facts["state_after_kill"] == "initialized"
+    assert not facts["resumed"] and not facts["formatted_again"]
+    assert facts["uuid_kept"]
+
+
+def results(stdout: str) -> list[dict[str, Any]]:
+    """RESULT lines in order; the line a power cut interrupted is dropped."""
+    found = []
+    for line in stdout.splitlines():
+        if line.startswith(RESULT_PREFIX):
+            try:
+                found.append(json.loads(line[len(RESULT_PREFIX) :]))
+            except json.JSONDecodeError:
+                continue
+    return found
+
+
+def cut_power(disks: list[Path], trial: int, delay: float, expected: str) -> dict[str, Any]:
+    argv = [str(RUNNER)]
+    for disk in disks:
+        argv += ["--disk", str(disk)]
+    argv += ["--", "python", "-m", "tests.vm.crash_scenarios", "power-off"]
+    argv += [str(trial), f"{delay:.2f}", expected]
+    completed = subprocess.run(argv, capture_output=True, text=True, timeout=1800)
+    lines = results(completed.stdout)
+    steps = {line["step"]: line for line in lines if line["step"] != "acked"}
+    if "powering-off" not in steps or "still-running-after-power-off" in steps:
+        pytest.fail(
+            f"boot {trial} did not end in a power cut (exit {completed.returncode}):\n"
+            f"{completed.stdout[-6000:]}\n{completed.stderr[-3000:]}"
+        )
+    acked = [line["count"] for line in lines if line["step"] == "acked"]
+    return {**steps, "acked": max(acked, default=0)}
+
+
+@pytest.fixture(scope="module")
+def power_cuts(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+    directory = tmp_path_factory.mktemp("power")
+    seed = random.randrange(2**32)
+    print(f"power-cut delays from random seed {seed}")
+    rng = random.Random(seed)
+    app = sparse_disk(directory / "app.img", 256 * MiB)
+    disks = [sparse_disk(directory / f"first-start-{i}.img", 64 * MiB) for i in range(4)]
+    boots, expected = [], ""
+    for trial in range(POWER_CUTS):
+        # From the start of both processes: Python's start-up in the VM (about 4 s), then
+        # the first start's own work (about 3 s); the cut lands anywhere in that window.
+        delay = rng.uniform(3.0, 10.0)
+        facts = cut_power([app, disks[trial], disks[trial + 1]], trial, delay, expected)
+        boots.append(facts)
+        expected += f"{trial}:{facts['acked']},"
+    boots.append(boot([app, disks[POWER_CUTS]], "tests.vm.crash_scenarios", "verify", expected))
+    return boots
+
+
+def test_after_every_power_cut_in_a_first_start_the_next_start_reaches_done(
+    power_cuts: list[dict[str, Any]],
+) -> None:
+    # Boot 0 starts a blank device; every later boot starts the one the previous cut hit.
+    for facts in power_cuts:
+        previous = facts["previous-device"]
+        assert previous["ready"], previous["errors"]
+        assert previous["status"] == 0
+        assert previous["state"] == "initialized"
+
+
+def test_no_file_the_application_fsynced_is_lost_to_a_power_cut(
+    power_cuts: list[dict[str, Any]],
+) -> None:
+    checked = 0
+    for facts in power_cuts:
+        volume = facts["app-volume"]
+        assert volume["ready"], volume["errors"]
+        assert volume["missing"] == [] and volume["corrupt"] == []
+        checked += volume["checked"]
+    # The check is only worth something if the application got files onto the disk.
+    assert checked > 0
+    assert (
+        sum(facts.get("acked", 0) for facts in power_cuts)
+        == power_cuts[-1]["app-volume"]["checked"]
+    )
