@@ -40,7 +40,11 @@ POD = Path("/tmp/pod")
 FAULTY = ("python", "-m", "tests.vm.faulty_initializer")
 MiB = 1024 * 1024
 # The external commands each fault point "during:X" kills, by process name.
-COMMAND_NAMES = {"luks-format": "cryptsetup", "luks-open": "cryptsetup", "mkfs": "mke2fs"}
+COMMAND_NAMES = {
+    "luks-format": {"cryptsetup"},
+    "luks-open": {"cryptsetup"},
+    "mkfs": {"mkfs.ext4", "mke2fs"},
+}
 FILE_BYTES = 64 * 1024
 
 
@@ -116,11 +120,11 @@ def kill_at(point: str, device: str, secret: Path, mount_point: Path, done: Path
         init_pid = faulty.container_init_pid()
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            if any(process_name(pid) == wanted for pid in descendants(init_pid)):
+            if any(process_name(pid) in wanted for pid in descendants(init_pid)):
                 break
             time.sleep(0.005)
         time.sleep(random.uniform(0.0, 0.1))
-        command_running = any(process_name(pid) == wanted for pid in descendants(init_pid))
+        command_running = any(process_name(pid) in wanted for pid in descendants(init_pid))
     killed_status, _ = faulty.terminate(signal.SIGKILL) if reached else (faulty.wait_exit(), 0.0)
     # The next container starts with its own file system: no /done from the killed one.
     done.unlink(missing_ok=True)
@@ -270,6 +274,7 @@ def verify(expected: str) -> None:
 
 def main() -> None:
     fail_if_not_root()
+    POD.mkdir(parents=True, exist_ok=True)
     group, *args = sys.argv[1:]
     if group == "kills":
         kills("/dev/vda")

