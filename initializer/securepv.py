@@ -23,7 +23,7 @@ from contrast.derivation import derive_luks_passphrase
 from contrast.files import atomic_write
 from contrast.log import event, step
 from contrast.process import require_binary, run
-from initializer import luks, mount, termination
+from initializer import growth, luks, mount, termination
 from initializer.device import BlockDevice, read_region, wait_for_block_device
 from initializer.errors import InitializerError, UsageError
 from initializer.luks_header import (
@@ -339,7 +339,9 @@ def secure_pv(config: SecurePVConfig) -> Iterator[BlockDevice]:
         if not has_ext4_superblock(mapping):
             make_file_system(device.path, mapping, header.data_offset)
             termination.check()
+        sizes = growth.check_volume_fits(device.path, mapping, header.data_offset)
         stack.enter_context(mounted(mapping, config.mount_point))
+        growth.grow_file_system(sizes, mapping, config.mount_point)
         ensure_writable(config.mount_point)
         termination.check()
         stack.enter_context(done_marker(config.done_path, config.mount_point))
