@@ -26,7 +26,7 @@ from pathlib import Path
 
 from contrast.log import event, step
 from contrast.process import CommandError, require_binary, run
-from initializer.device import DeviceError, read_region
+from initializer.device import read_region
 from initializer.errors import InitializerError
 
 log = logging.getLogger("initializer")
@@ -133,11 +133,15 @@ def compare_sizes(
     return Sizes(device=device, file_system=file_system, mapping_bytes=mapping_bytes)
 
 
+def read_superblock(device: str, mapping: Path) -> bytes:
+    """The file system's superblock, read through the opened mapping of ``device``."""
+    return read_region(
+        mapping, SUPERBLOCK_OFFSET, SUPERBLOCK_BYTES, name=f"{device} (opened as {mapping})"
+    )
+
+
 def read_file_system_size(device: str, mapping: Path) -> FileSystemSize:
-    try:
-        superblock = read_region(mapping, SUPERBLOCK_OFFSET, SUPERBLOCK_BYTES)
-    except DeviceError as exc:
-        raise DeviceError(f"{device} (opened as {mapping}): {exc}") from None
+    superblock = read_superblock(device, mapping)
     try:
         return parse_ext4_size(superblock)
     except SuperblockInvalid as exc:

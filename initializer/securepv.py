@@ -41,7 +41,6 @@ log = logging.getLogger("initializer")
 MIN_DEVICE_BYTES = luks.LuksLayout.DATA_OFFSET_BYTES + 16 * 1024 * 1024
 # Raw ciphertext that mkfs would have written; all zeros there proves mkfs never ran.
 UNFINISHED_CHECK_BYTES = 1024 * 1024
-EXT4_SUPERBLOCK_OFFSET = 1024
 EXT4_MAGIC_OFFSET = 0x38
 EXT4_MAGIC = b"\x53\xef"
 MOUNT_FLAGS = mount.MS_NOSUID | mount.MS_NODEV
@@ -185,8 +184,8 @@ def remove_stale_mapping(name: str) -> None:
         ) from None
 
 
-def has_ext4_superblock(mapping: Path) -> bool:
-    superblock = read_region(mapping, EXT4_SUPERBLOCK_OFFSET, 1024)
+def has_ext4_superblock(device: str, mapping: Path) -> bool:
+    superblock = growth.read_superblock(device, mapping)
     return superblock[EXT4_MAGIC_OFFSET : EXT4_MAGIC_OFFSET + 2] == EXT4_MAGIC
 
 
@@ -336,7 +335,7 @@ def secure_pv(config: SecurePVConfig) -> Iterator[BlockDevice]:
     with contextlib.ExitStack() as stack:
         header = stack.enter_context(opened_mapping(device, metadata, config.mapping_name, key))
         termination.check()
-        if not has_ext4_superblock(mapping):
+        if not has_ext4_superblock(device.path, mapping):
             make_file_system(device.path, mapping, header.data_offset)
             termination.check()
         sizes = growth.check_volume_fits(device.path, mapping, header.data_offset)
