@@ -100,8 +100,10 @@ def file_sha256(path: Path) -> str | None:
 
 def writes_to(device: str) -> tuple[int, int]:
     """(sectors written, discard requests) the block layer counted for ``device`` so far."""
-    name = Path(os.path.realpath(device)).name
-    fields = Path(f"/sys/class/block/{name}/stat").read_text().split()
+    # By device number: /dev/mapper nodes made without udev are nodes, not dm-N symlinks.
+    number = os.stat(device).st_rdev
+    stat = Path(f"/sys/dev/block/{os.major(number)}:{os.minor(number)}/stat")
+    fields = stat.read_text().split()
     return int(fields[6]), int(fields[11])
 
 
