@@ -16,9 +16,11 @@ from initializer.growth import (
     SUPERBLOCK_OFFSET,
     DeviceShrunk,
     FileSystemSize,
+    GrowthFailed,
     SuperblockInvalid,
     check_volume_fits,
     compare_sizes,
+    grow_file_system,
     mapping_size,
     parse_ext4_size,
     read_file_system_size,
@@ -183,3 +185,22 @@ def test_a_mapping_without_ext4_names_the_device_and_how_to_check_it(tmp_path: P
     blank.write_bytes(bytes(4096))
     with pytest.raises(SuperblockInvalid, match=f"^/dev/csi0 \\(opened as {blank}\\).*fsck"):
         read_file_system_size("/dev/csi0", blank)
+
+
+def test_a_volume_filling_its_mapping_is_left_alone(tmp_path: Path) -> None:
+    sizes = compare_sizes("/dev/csi0", FOUR_K, 1 * GiB, OFFSET)
+    # Nothing runs: not even the (here missing) mapping is looked at.
+    grow_file_system(sizes, tmp_path / "no-mapping", tmp_path / "state")
+
+
+def test_a_failed_online_growth_stops_the_start_naming_the_device_and_both_sizes(
+    tmp_path: Path,
+) -> None:
+    sizes = compare_sizes("/dev/csi0", FOUR_K, 2 * GiB, OFFSET)
+    with pytest.raises(GrowthFailed) as error:
+        grow_file_system(sizes, tmp_path / "no-mapping", tmp_path / "state")
+    message = str(error.value)
+    assert message.startswith("/dev/csi0: the device grew")
+    assert f"from {GiB} to {2 * GiB} bytes failed" in message
+    assert "resize2fs" in message
+    assert "next start retries" in message
