@@ -92,14 +92,18 @@ def wait_for_block_device(
         ) from None
 
 
-def read_region(path: str | Path, offset: int, length: int) -> bytes:
-    """Read exactly ``length`` bytes at ``offset``; any failure is a DeviceError, never a guess."""
+def read_region(path: str | Path, offset: int, length: int, *, name: str = "") -> bytes:
+    """Read exactly ``length`` bytes at ``offset``; any failure is a DeviceError, never a guess.
+
+    ``name`` is what the error calls ``path`` (default: the path itself), e.g. the volume's
+    device for a read through its mapping.
+    """
     try:
-        return _read_exactly(path, offset, length)
+        return _read_exactly(path, offset, length, name or str(path))
     except OSError as exc:
         raise DeviceError(
-            f"{path}: reading {length} bytes at offset {offset} failed ({exc.strerror}); "
-            "nothing was written. Check the volume's health."
+            f"{name or path}: reading {length} bytes at offset {offset} failed "
+            f"({exc.strerror}); nothing was written. Check the volume's health."
         ) from None
 
 
@@ -126,7 +130,7 @@ def write_durably(path: str | Path, pieces: Iterable[tuple[int, bytes]]) -> None
         ) from None
 
 
-def _read_exactly(path: str | Path, offset: int, length: int) -> bytes:
+def _read_exactly(path: str | Path, offset: int, length: int, name: str) -> bytes:
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         chunks = []
@@ -136,7 +140,7 @@ def _read_exactly(path: str | Path, offset: int, length: int) -> bytes:
             chunk = os.pread(fd, min(remaining, 4 * 1024 * 1024), position)
             if not chunk:
                 raise DeviceError(
-                    f"{path}: short read at offset {position} (device smaller than expected)"
+                    f"{name}: short read at offset {position} (device smaller than expected)"
                 )
             chunks.append(chunk)
             remaining -= len(chunk)

@@ -21,6 +21,9 @@ from initializer.luks import LuksLayout
 # groups: this much of the device must be zeros for "blank" to be proven. Reading it costs
 # the same whatever the device size.
 ZERO_CHECK_BYTES = LuksLayout.DATA_OFFSET_BYTES + 1024 * 1024
+# libblkid also looks for signatures near the device's end (the GPT backup header, MD 0.90
+# and 1.0 superblocks, ZFS labels, DDF and vendor RAID anchors): all within its last MiB.
+TAIL_CHECK_BYTES = 1024 * 1024
 
 LUKS_MAGIC = b"LUKS\xba\xbe"
 
@@ -149,10 +152,21 @@ def blkid_signatures(device: str) -> tuple[dict[str, str], bool]:
     return tags, result.returncode == _BLKID_AMBIVALENT
 
 
+def tail_region(size_bytes: int) -> tuple[int, int]:
+    """(offset, length) of the device's end that libblkid probes, clipped to the device."""
+    length = min(TAIL_CHECK_BYTES, size_bytes)
+    return size_bytes - length, length
+
+
 def probe_device(device: str, size_bytes: int) -> Probe:
     tags, ambivalent = blkid_signatures(device)
     nonzero = None
     if not tags and not ambivalent:
+        # "Nothing found" from blkid proves nothing on its own: blkid exits 2 ("nothing")
+        # also when its reads fail (util-linux 2.38 maps every probe error to "nothing"), so
+        # a device that returns I/O errors would look blank. Reading both ends ourselves
+        # turns an unreadable region that blkid probes into a DeviceError.
         region = read_region(device, 0, min(ZERO_CHECK_BYTES, size_bytes))
         nonzero = first_nonzero(region)
+        read_region(device, *tail_region(size_bytes))
     return Probe(tags=tags, ambivalent=ambivalent, first_nonzero_offset=nonzero)

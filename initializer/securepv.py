@@ -23,7 +23,7 @@ from contrast.files import atomic_write
 from contrast.log import event, step
 from contrast.process import require_binary, run
 from contrast.retry import GaveUp, retry_briefly
-from initializer import faults, luks, mount, state, termination
+from initializer import faults, growth, luks, mount, state, termination
 from initializer.device import BlockDevice, read_region, wait_for_block_device
 from initializer.errors import InitializerError, UsageError
 from initializer.header_image import (
@@ -46,7 +46,6 @@ log = logging.getLogger("initializer")
 
 # A LUKS2 header with our layout plus the smallest ext4 worth having.
 MIN_DEVICE_BYTES = luks.LuksLayout.DATA_OFFSET_BYTES + 16 * 1024 * 1024
-EXT4_SUPERBLOCK_OFFSET = 1024
 EXT4_MAGIC_OFFSET = 0x38
 EXT4_MAGIC = b"\x53\xef"
 MOUNT_FLAGS = mount.MS_NOSUID | mount.MS_NODEV
@@ -172,8 +171,8 @@ def remove_stale_mapping(name: str) -> None:
         ) from None
 
 
-def has_ext4_superblock(mapping: Path) -> bool:
-    superblock = read_region(mapping, EXT4_SUPERBLOCK_OFFSET, 1024)
+def has_ext4_superblock(device: str, mapping: Path) -> bool:
+    superblock = growth.read_superblock(device, mapping)
     return superblock[EXT4_MAGIC_OFFSET : EXT4_MAGIC_OFFSET + 2] == EXT4_MAGIC
 
 
@@ -356,7 +355,7 @@ def secure_pv(config: SecurePVConfig) -> Iterator[BlockDevice]:
 
     mapping = luks.mapping_path(config.mapping_name)
     with contextlib.ExitStack() as stack:
-        stack.enter_context(opened_mapping(device, metadata, config.mapping_name, key))
+        header = stack.enter_context(opened_mapping(device, metadata, config.mapping_name, key))
         faults.boundary("luks-open")
         termination.check()
         if first_start:
@@ -366,7 +365,7 @@ def secure_pv(config: SecurePVConfig) -> Iterator[BlockDevice]:
                 state.write_state(device.path, VolumeState.INITIALIZED)
             faults.boundary("state-initialized")
             termination.check()
-        elif not has_ext4_superblock(mapping):
+        elif not has_ext4_superblock(device.path, mapping):
             raise VolumeError(
                 f"{device.path}: the encrypted volume opens with this workload's key, but holds "
                 f"no ext4 file system although its first start was completed (state record: "
@@ -374,8 +373,10 @@ def secure_pv(config: SecurePVConfig) -> Iterator[BlockDevice]:
                 "data; the device was not changed. Inspect it with cryptsetup and fsck.ext4 "
                 "(backup superblocks), or restore a backup."
             )
+        sizes = growth.check_volume_fits(device.path, mapping, header.data_offset)
         stack.enter_context(mounted(mapping, config.mount_point))
         faults.boundary("mount")
+        growth.grow_file_system(sizes, mapping, config.mount_point)
         ensure_writable(config.mount_point)
         termination.check()
         stack.enter_context(done_marker(config.done_path, config.mount_point))

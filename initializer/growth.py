@@ -1,0 +1,205 @@
+"""Volume growth: a device that grew gets its ext4 grown online; one that shrank is refused.
+
+Kubernetes expands a PersistentVolumeClaim by growing the block device; it never tells the
+pod. The LUKS2 data segment's size is "dynamic", so ``cryptsetup open`` already maps
+everything from the data offset to the device's end: after an expansion the mapping has the
+new size and only ext4 lags behind. So, on every start, after the mapping is open:
+
+- before mounting, the ext4 size (block count x block size, from the superblock) is compared
+  with the mapping's size. A file system larger than the mapping means the device shrank:
+  ext4 would find its last blocks missing (reads beyond the device fail, writes are lost),
+  so the volume is refused before it is mounted, and nothing is written;
+- after mounting, a file system smaller than the mapping is grown online (resize2fs on the
+  mounted file system, which asks the kernel to add the block groups) before ``/done``.
+
+A mapping left open by an earlier Initializer keeps its old size, but it is closed at start
+(``remove_stale_mapping``) and opened again, so it always spans the device as it is now.
+A device that grows while the Initializer runs is grown at the next start.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from contrast.log import event, step
+from contrast.process import CommandError, require_binary, run
+from initializer.device import read_region
+from initializer.errors import InitializerError
+
+log = logging.getLogger("initializer")
+
+E2FSPROGS_PACKAGE = "e2fsprogs"
+RESIZE_TIMEOUT_SECONDS = 600.0
+
+# The ext4 superblock: 1024 bytes at offset 1024 of the file system, little-endian fields
+# (https://www.kernel.org/doc/html/latest/filesystems/ext4/globals.html#super-block).
+SUPERBLOCK_OFFSET = 1024
+SUPERBLOCK_BYTES = 1024
+_BLOCKS_COUNT_LO = 0x04
+_LOG_BLOCK_SIZE = 0x18
+_MAGIC = 0x38
+_FEATURE_INCOMPAT = 0x60
+_BLOCKS_COUNT_HI = 0x150
+_EXT4_MAGIC = 0xEF53
+_INCOMPAT_64BIT = 0x80
+# Block sizes from 1 KiB (log 0) to 64 KiB (log 6), the largest the kernel mounts.
+_MAX_LOG_BLOCK_SIZE = 6
+
+
+class SuperblockInvalid(InitializerError):
+    pass
+
+
+class DeviceShrunk(InitializerError):
+    pass
+
+
+class GrowthFailed(InitializerError):
+    pass
+
+
+@dataclass(frozen=True)
+class FileSystemSize:
+    block_count: int
+    block_size: int
+
+    @property
+    def size_bytes(self) -> int:
+        return self.block_count * self.block_size
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """The file system's size against the mapping's, on one start."""
+
+    device: str
+    file_system: FileSystemSize
+    mapping_bytes: int
+
+    @property
+    def needs_growth(self) -> bool:
+        """Whether at least one more whole block fits: resize2fs grows by whole blocks."""
+        return self.mapping_bytes // self.file_system.block_size > self.file_system.block_count
+
+
+def _u32(data: bytes, offset: int) -> int:
+    return int.from_bytes(data[offset : offset + 4], "little")
+
+
+def parse_ext4_size(superblock: bytes) -> FileSystemSize:
+    """The size ext4 believes it has, from the 1024-byte superblock. Raises SuperblockInvalid."""
+    if len(superblock) < SUPERBLOCK_BYTES:
+        raise SuperblockInvalid(
+            f"the ext4 superblock is {len(superblock)} bytes, expected {SUPERBLOCK_BYTES}"
+        )
+    magic = int.from_bytes(superblock[_MAGIC : _MAGIC + 2], "little")
+    if magic != _EXT4_MAGIC:
+        raise SuperblockInvalid(f"no ext4 superblock (magic {magic:#06x}, expected 0xef53)")
+    log_block_size = _u32(superblock, _LOG_BLOCK_SIZE)
+    if log_block_size > _MAX_LOG_BLOCK_SIZE:
+        raise SuperblockInvalid(
+            f"the ext4 superblock gives an impossible block size (2^{log_block_size} KiB)"
+        )
+    block_count = _u32(superblock, _BLOCKS_COUNT_LO)
+    if _u32(superblock, _FEATURE_INCOMPAT) & _INCOMPAT_64BIT:
+        block_count |= _u32(superblock, _BLOCKS_COUNT_HI) << 32
+    if block_count == 0:
+        raise SuperblockInvalid("the ext4 superblock gives a block count of 0")
+    return FileSystemSize(block_count=block_count, block_size=1024 << log_block_size)
+
+
+def compare_sizes(
+    device: str, file_system: FileSystemSize, mapping_bytes: int, data_offset: int
+) -> Sizes:
+    """Whether the volume can be mounted as it is or after growing; refuse a shrunk device.
+
+    ``data_offset`` is where the encrypted data starts on the device (the LUKS2 header area
+    before it), so the device size the file system needs is ``data_offset`` bytes more than
+    the file system itself.
+    """
+    if file_system.size_bytes > mapping_bytes:
+        required = file_system.size_bytes + data_offset
+        raise DeviceShrunk(
+            f"{device} is smaller than the volume on it: its ext4 file system is "
+            f"{file_system.size_bytes} bytes, but the encrypted data area now holds only "
+            f"{mapping_bytes} bytes (the device shrank). Shrinking a secure PV is not "
+            f"supported; the volume was not mounted and the device was not changed. Restore "
+            f"the device to at least {required} bytes (the file system plus the "
+            f"{data_offset}-byte LUKS2 header area), then start again."
+        )
+    return Sizes(device=device, file_system=file_system, mapping_bytes=mapping_bytes)
+
+
+def read_superblock(device: str, mapping: Path) -> bytes:
+    """The file system's superblock, read through the opened mapping of ``device``."""
+    return read_region(
+        mapping, SUPERBLOCK_OFFSET, SUPERBLOCK_BYTES, name=f"{device} (opened as {mapping})"
+    )
+
+
+def read_file_system_size(device: str, mapping: Path) -> FileSystemSize:
+    superblock = read_superblock(device, mapping)
+    try:
+        return parse_ext4_size(superblock)
+    except SuperblockInvalid as exc:
+        raise SuperblockInvalid(
+            f"{device} (opened as {mapping}): {exc}. The volume was not mounted; check it "
+            f"with 'fsck.ext4 -n {mapping}'."
+        ) from None
+
+
+def mapping_size(mapping: Path) -> int:
+    """The size of the opened mapping in bytes (seeking to the end of a block device)."""
+    fd = os.open(mapping, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return os.lseek(fd, 0, os.SEEK_END)
+    finally:
+        os.close(fd)
+
+
+def check_volume_fits(device: str, mapping: Path, data_offset: int) -> Sizes:
+    """Before mounting: the file system's and the mapping's sizes; raises DeviceShrunk."""
+    sizes = compare_sizes(
+        device, read_file_system_size(device, mapping), mapping_size(mapping), data_offset
+    )
+    event(
+        log,
+        "volume-size",
+        device=device,
+        file_system_bytes=sizes.file_system.size_bytes,
+        mapping_bytes=sizes.mapping_bytes,
+        grow=sizes.needs_growth,
+    )
+    return sizes
+
+
+def grow_file_system(sizes: Sizes, mapping: Path, mount_point: Path) -> None:
+    """After mounting: grow ext4 online to fill the mapping, if the device grew."""
+    if not sizes.needs_growth:
+        return
+    resize2fs = require_binary("resize2fs", E2FSPROGS_PACKAGE)
+    old_bytes = sizes.file_system.size_bytes
+    with step(
+        log,
+        "grow-file-system",
+        device=sizes.device,
+        mount_point=mount_point,
+        old_bytes=old_bytes,
+        mapping_bytes=sizes.mapping_bytes,
+    ) as fields:
+        try:
+            # Given the device and no size, resize2fs finds it mounted and grows it online
+            # to the device's size (EXT4_IOC_RESIZE_FS).
+            run([resize2fs, str(mapping)], timeout=RESIZE_TIMEOUT_SECONDS)
+        except CommandError as exc:
+            raise GrowthFailed(
+                f"{sizes.device}: the device grew, but growing its ext4 file system online "
+                f"from {old_bytes} to {sizes.mapping_bytes} bytes failed: {exc}. The workload "
+                "was not started; look for ext4 errors in the kernel log (dmesg), then start "
+                "again (the next start retries the growth)."
+            ) from None
+        # The superblock read through the device's page cache is the kernel's live copy.
+        fields["new_bytes"] = read_file_system_size(sizes.device, mapping).size_bytes
