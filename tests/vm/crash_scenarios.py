@@ -23,6 +23,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from initializer import faults
@@ -60,6 +61,14 @@ def wipe(device: str) -> None:
             raw.write(bytes(MiB))
         raw.flush()
         os.fsync(raw.fileno())
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 300.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError("the condition did not come true in time")
+        time.sleep(0.02)
 
 
 def luks_uuid(device: str) -> str:
@@ -232,11 +241,23 @@ def power_off(trial: str, delay: float, expected: str) -> None:
     writer = subprocess.Popen(
         [sys.executable, "-m", "tests.vm.crash_scenarios", "writer", str(state), trial]
     )
-    Initializer(new_device, POD / "new", secret, POD / "new-done", propagation="private").start(
-        "new"
-    )
+    # Python starts slowly in the VM (seconds, more under load): the cut must find the
+    # application writing and the first start at work, so both are awaited first.
+    wait_until(lambda: (state / f"file-{trial}-1").exists())
+    new = Initializer(new_device, POD / "new", secret, POD / "new-done", propagation="private")
+    new.start("new")
+    wait_until(lambda: "event=wait-device" in new.output())
     time.sleep(delay)
-    report("powering-off", delay=delay, writer_running=writer.poll() is None)
+    report(
+        "powering-off",
+        delay=delay,
+        writer_running=writer.poll() is None,
+        first_start_steps=[
+            line.split("event=")[1].split()[0]
+            for line in new.output().splitlines()
+            if "event=" in line
+        ],
+    )
     Path("/proc/sysrq-trigger").write_text("o")
     time.sleep(60)
     report("still-running-after-power-off")
