@@ -47,6 +47,12 @@ EXT4_MAGIC = b"\x53\xef"
 MOUNT_FLAGS = mount.MS_NOSUID | mount.MS_NODEV
 MOUNT_OPTIONS = "errors=remount-ro"
 MKFS_PACKAGE = "e2fsprogs"
+MiB = 1024 * 1024
+EXT4_BLOCK_BYTES = 4096
+# With integrity the ext4 journal is zeroed at mkfs (see mkfs_options): a fixed size, so the
+# first start costs the same on any device; smaller only on devices too small for it.
+INTEGRITY_JOURNAL_MAX_MIB = 32
+INTEGRITY_JOURNAL_MIN_MIB = 4
 MKFS_TIMEOUT_SECONDS = 300.0
 UNMOUNT_BUSY_SECONDS = 3.0
 
@@ -59,6 +65,9 @@ class SecurePVConfig:
     done_path: Path
     mapping_name: str
     device_timeout: float
+    # The integrity profile this volume was (or is to be) formatted with; the header must
+    # match it exactly.
+    integrity: luks.IntegrityProfile = luks.NO_INTEGRITY
 
 
 class VolumeError(InitializerError):
@@ -86,6 +95,15 @@ def check_config(config: SecurePVConfig) -> None:
         raise UsageError(
             f"mapping name {config.mapping_name!r} is not a valid device-mapper name: use "
             "1 to 127 letters, digits, '.', '_', '+' or '-', starting with a letter or digit"
+        )
+    if (
+        config.integrity.segment_integrity is not None
+        and len(config.mapping_name) + len(luks.INTEGRITY_DEVICE_SUFFIX) > 127
+    ):
+        raise UsageError(
+            f"mapping name {config.mapping_name!r} is too long for a volume with integrity "
+            f"protection: its dm-integrity device adds {luks.INTEGRITY_DEVICE_SUFFIX!r}, and "
+            "device-mapper names have at most 127 characters; pass a shorter --mapping-name"
         )
     if not math.isfinite(config.device_timeout) or config.device_timeout < 0:
         raise UsageError(f"device timeout {config.device_timeout} is not a finite number >= 0")
@@ -137,7 +155,11 @@ def sealed_header_copy(pieces: list[tuple[int, bytes]], size: int) -> Iterator[s
 
 @contextlib.contextmanager
 def opened_mapping(
-    device: BlockDevice, metadata: bytes, name: str, key: bytes
+    device: BlockDevice,
+    metadata: bytes,
+    name: str,
+    key: bytes,
+    integrity: luks.IntegrityProfile = luks.NO_INTEGRITY,
 ) -> Iterator[CheckedHeader]:
     """Check the header's metadata and open the device with a detached copy of it.
 
@@ -145,7 +167,7 @@ def opened_mapping(
     keyslots area, which the pinned layout leaves unused, reads as zeros.
     """
     with step(log, "header-check", device=device.path):
-        header = check_header(device.path, metadata, device.size_bytes)
+        header = check_header(device.path, metadata, device.size_bytes, integrity)
         keyslot = read_region(device.path, header.keyslot_area_offset, header.keyslot_area_size)
     luks.require_device_mapper(device.path)
     pieces = [(0, metadata), (header.keyslot_area_offset, keyslot)]
@@ -185,19 +207,140 @@ def remove_stale_mapping(name: str) -> None:
         ) from None
 
 
-def has_ext4_superblock(mapping: Path) -> bool:
-    superblock = read_region(mapping, EXT4_SUPERBLOCK_OFFSET, 1024)
+def has_ext4_superblock(device: str, mapping: Path) -> bool:
+    try:
+        superblock = read_region(mapping, EXT4_SUPERBLOCK_OFFSET, 1024)
+    except OSError as exc:
+        # With integrity, a block that was never written (or was changed outside the guest)
+        # fails its tag check: EILSEQ from the mapping, EIO through the page cache.
+        if exc.errno not in (errno.EIO, errno.EILSEQ):
+            raise
+        raise VolumeError(
+            f"{device}: the encrypted volume opens with this workload's key, but its first "
+            f"block cannot be read ({exc.strerror}): with integrity protection that block "
+            "was never written or was changed outside the guest. The device was not "
+            "changed; inspect it, or restore a backup."
+        ) from None
     return superblock[EXT4_MAGIC_OFFSET : EXT4_MAGIC_OFFSET + 2] == EXT4_MAGIC
 
 
-def make_file_system(device: str, mapping: Path, data_offset: int) -> None:
+def mkfs_options(integrity: luks.IntegrityProfile, mapping_bytes: int) -> list[str]:
+    """mkfs.ext4's options for a volume; every one keeps mkfs's cost independent of size.
+
+    Without integrity: inode tables and the journal are initialised lazily, after mount, and
+    the discard pass is skipped. With integrity, sectors never written fail their tag check
+    when read, so:
+
+    - 4 KiB blocks always: with smaller blocks every metadata write would be a
+      read-modify-write of a never-written 4 KiB sector;
+    - the journal is zeroed at mkfs (lazy_journal_init=0) and has a fixed size: after a
+      crash, jbd2's recovery reads the log up to the first block that is not part of it, and
+      a never-written block there would fail the recovery and the mount;
+    - inode tables stay lazy: ext4 does not read an inode table block holding no used
+      inode (it zeroes it in memory) and reads ahead only up to the last used inode.
+    """
+    lazy = "lazy_itable_init=1,lazy_journal_init=1,nodiscard"
+    if integrity.segment_integrity is None:
+        return ["-E", lazy]
+    journal_mib = max(
+        INTEGRITY_JOURNAL_MIN_MIB, min(INTEGRITY_JOURNAL_MAX_MIB, mapping_bytes // 16 // MiB)
+    )
+    return [
+        "-b",
+        str(EXT4_BLOCK_BYTES),
+        "-J",
+        f"size={journal_mib}",
+        "-E",
+        "lazy_itable_init=1,lazy_journal_init=0,nodiscard",
+    ]
+
+
+def parse_superblock_backups(mkfs_output: str) -> list[int]:
+    """The block numbers from mke2fs's "Superblock backups stored on blocks:" list."""
+    lines = mkfs_output.splitlines()
+    for index, line in enumerate(lines):
+        if line.startswith("Superblock backups stored on blocks:"):
+            text = line.split(":", 1)[1]
+            for following in lines[index + 1 :]:
+                if not following.strip():
+                    break
+                text += " " + following
+            try:
+                return [int(number) for number in text.replace(",", " ").split()]
+            except ValueError:
+                raise VolumeError(
+                    f"mkfs.ext4 printed an unexpected list of superblock backups: {text!r}"
+                ) from None
+    return []
+
+
+def blocks_mkfs_reads(mkfs: str, mapping: Path, options: list[str]) -> list[int]:
+    """The 4 KiB blocks mke2fs reads or writes only in part, which must be written first.
+
+    mke2fs reads block 0 before it zaps old signatures there and writes each superblock
+    (the primary at byte 1024, the backups at the start of their group) as 1 KiB: the
+    kernel reads the rest of the 4 KiB sector first. A dry run (-n) says where the backups
+    go: a handful of blocks, logarithmic in the size, never the device's size in bytes.
+    """
+    result = run(
+        [mkfs, "-n", *options, str(mapping)], timeout=MKFS_TIMEOUT_SECONDS, env={"LC_ALL": "C"}
+    )
+    return [0, *parse_superblock_backups(result.stdout.decode(errors="replace"))]
+
+
+def zero_blocks(mapping: Path, blocks: list[int]) -> None:
+    """Write whole zero blocks through the mapping: full sectors, so nothing is read first."""
+    zeros = bytes(EXT4_BLOCK_BYTES)
+    fd = os.open(mapping, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        for block in blocks:
+            if os.pwrite(fd, zeros, block * EXT4_BLOCK_BYTES) != EXT4_BLOCK_BYTES:
+                raise VolumeError(f"{mapping}: short write while zeroing block {block}")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def make_file_system(
+    device: str,
+    mapping: Path,
+    data_offset: int,
+    integrity: luks.IntegrityProfile = luks.NO_INTEGRITY,
+    *,
+    formatted_now: bool = False,
+) -> None:
     """Create ext4 on a volume proven never to have held data.
 
-    The raw ciphertext where mkfs writes first must still be zeros: everything written
-    through the mapping, by mkfs or an application, lands there as non-zero ciphertext. So a
-    volume whose first start was interrupted before mkfs gets its file system, and one that
-    holds anything else is refused.
+    ``formatted_now``: this start has just written the LUKS header on a proven-blank device,
+    so the volume holds nothing yet. Otherwise the raw ciphertext where mkfs writes first
+    must still be zeros: everything written through the mapping, by mkfs or an application,
+    lands there as non-zero ciphertext. So a volume whose first start was interrupted before
+    mkfs gets its file system, and one that holds anything else is refused. (With integrity,
+    dm-integrity's own superblock sits there, so an interrupted first start is refused until
+    the first-start state record replaces this check.)
     """
+    if not formatted_now:
+        _refuse_written_data_area(device, data_offset)
+    mkfs = require_binary("mkfs.ext4", MKFS_PACKAGE)
+    options = mkfs_options(integrity, _size_of(mapping))
+    if integrity.segment_integrity is not None:
+        with step(log, "integrity-prepare", mapping=mapping) as fields:
+            blocks = blocks_mkfs_reads(mkfs, mapping, options)
+            zero_blocks(mapping, blocks)
+            fields["zeroed_blocks"] = len(blocks)
+    with step(log, "mkfs", mapping=mapping):
+        run([mkfs, "-q", *options, str(mapping)], timeout=MKFS_TIMEOUT_SECONDS)
+
+
+def _size_of(path: Path) -> int:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return os.lseek(fd, 0, os.SEEK_END)
+    finally:
+        os.close(fd)
+
+
+def _refuse_written_data_area(device: str, data_offset: int) -> None:
     raw = read_region(device, data_offset, UNFINISHED_CHECK_BYTES)
     offset = first_nonzero(raw)
     if offset is not None:
@@ -206,20 +349,6 @@ def make_file_system(device: str, mapping: Path, data_offset: int) -> None:
             f"file system, and its data area has been written (offset "
             f"{data_offset + offset}). Refusing to create a file system over it; the device "
             "was not changed. Inspect it with cryptsetup and fsck.ext4, or restore a backup."
-        )
-    mkfs = require_binary("mkfs.ext4", MKFS_PACKAGE)
-    with step(log, "mkfs", mapping=mapping):
-        run(
-            [
-                mkfs,
-                "-q",
-                # Initialise inode tables and the journal lazily, after mount, and skip the
-                # discard pass: mkfs then costs the same on 1 GiB and on 64 GiB.
-                "-E",
-                "lazy_itable_init=1,lazy_journal_init=1,nodiscard",
-                str(mapping),
-            ],
-            timeout=MKFS_TIMEOUT_SECONDS,
         )
 
 
@@ -324,20 +453,31 @@ def secure_pv(config: SecurePVConfig) -> Iterator[BlockDevice]:
         probe = probe_luks_magic(metadata) or probe_raw_device(device.path, device.size_bytes)
         contents = classify(device.path, probe)
         fields["contents"] = contents.value
-    if contents is Contents.BLANK:
+    formatted_now = contents is Contents.BLANK
+    if formatted_now:
         termination.check()
         luks.require_device_mapper(device.path)
-        with step(log, "luks-format", device=device.path):
-            luks.luks_format(device.path, key)
+        with step(log, "luks-format", device=device.path, integrity=config.integrity.name):
+            luks.luks_format(device.path, key, config.integrity)
         metadata = read_region(device.path, 0, METADATA_AREA_BYTES)
     termination.check()
 
     mapping = luks.mapping_path(config.mapping_name)
     with contextlib.ExitStack() as stack:
-        header = stack.enter_context(opened_mapping(device, metadata, config.mapping_name, key))
+        header = stack.enter_context(
+            opened_mapping(device, metadata, config.mapping_name, key, config.integrity)
+        )
         termination.check()
-        if not has_ext4_superblock(mapping):
-            make_file_system(device.path, mapping, header.data_offset)
+        # A volume formatted just now holds nothing: no need to read it (with integrity, its
+        # never-written first block would not even read).
+        if formatted_now or not has_ext4_superblock(device.path, mapping):
+            make_file_system(
+                device.path,
+                mapping,
+                header.data_offset,
+                config.integrity,
+                formatted_now=formatted_now,
+            )
             termination.check()
         stack.enter_context(mounted(mapping, config.mount_point))
         ensure_writable(config.mount_point)
