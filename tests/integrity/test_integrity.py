@@ -223,3 +223,22 @@ def test_attested_start_refuses_an_unknown_integrity_value_before_attesting(
         "none, hmac-sha256"
     ) in result.stderr
     assert not (tmp_path / "contrast").exists()
+
+
+def test_generate_offers_exactly_the_initializers_integrity_modes() -> None:
+    from genpolicy import kuberesource
+
+    assert kuberesource.SECURE_PV_INTEGRITY_VALUES == luks.INTEGRITY_MODES
+
+
+def test_generate_puts_the_integrity_setting_into_the_policy_bound_env() -> None:
+    import base64
+
+    from tests.generate.golden_support import GOLDEN
+
+    expected = (GOLDEN / "secure-pv-integrity" / "expected.yaml").read_text()
+    policy_line = next(
+        line for line in expected.splitlines() if "io.katacontainers.config.agent.policy" in line
+    )
+    policy = base64.b64decode(policy_line.split(":", 1)[1].strip()).decode()
+    assert '"name": "CRYPTSETUP_INTEGRITY",\n"value": "hmac-sha256"' in policy
