@@ -193,18 +193,25 @@ def close_mapping(name: str) -> None:
 
 
 def remove_stale_mapping(name: str) -> None:
-    """A mapping left by an Initializer that was killed; close it or explain why not."""
-    if not luks.mapping_exists(name):
-        return
-    event(log, "stale-mapping", logging.WARNING, mapping=name)
-    try:
-        luks.close(name)
-    except luks.CryptsetupFailed as exc:
-        raise VolumeError(
-            f"a mapping {luks.mapping_path(name)} already exists and is in use, probably by a "
-            f"previous Initializer's mount that is still active: {exc}. Unmount it and run "
-            f"'cryptsetup close {name}', or pass another --mapping-name."
-        ) from None
+    """A mapping left by an Initializer that was killed; close it or explain why not.
+
+    With integrity, ``cryptsetup open`` creates the dm-integrity device NAME_dif before the
+    crypt mapping NAME, and closing NAME removes both; an Initializer killed in between
+    leaves NAME_dif alone, which would make the next open fail.
+    """
+    # Closing NAME normally takes NAME_dif with it, so look again before the second.
+    for stale in (name, name + luks.INTEGRITY_DEVICE_SUFFIX):
+        if not luks.mapping_exists(stale):
+            continue
+        event(log, "stale-mapping", logging.WARNING, mapping=stale)
+        try:
+            luks.close(stale)
+        except luks.CryptsetupFailed as exc:
+            raise VolumeError(
+                f"a mapping {luks.mapping_path(stale)} already exists and is in use, probably "
+                f"by a previous Initializer's mount that is still active: {exc}. Unmount it "
+                f"and run 'cryptsetup close {stale}', or pass another --mapping-name."
+            ) from None
 
 
 def has_ext4_superblock(device: str, mapping: Path) -> bool:

@@ -6,13 +6,16 @@
 
 Disks: A (/dev/vda) with integrity, B (/dev/vdb) without, both get a file whose middle block
 the host then changes; C (/dev/vdc) with integrity loses power after the application's
-fsync; D (/dev/vdd) gets a header formatted with integrity, kept as a test vector.
+fsync; D (/dev/vdd) gets a header formatted with integrity, kept as a test vector; E
+(/dev/vde) is the counter-example for the ext4 journal: integrity with a lazily initialised
+journal (what the Initializer does NOT do), also losing power while mounted.
 
 Each step prints a RESULT line; tests/integrity/test_integrity_vm.py asserts.
 """
 
 from __future__ import annotations
 
+import binascii
 import errno
 import hashlib
 import os
@@ -22,7 +25,9 @@ import sys
 import time
 from pathlib import Path
 
+from contrast.derivation import derive_luks_passphrase
 from initializer import luks
+from initializer.securepv import blocks_mkfs_reads, mkfs_options, zero_blocks
 from tests.vm.guest import (
     Initializer,
     fail_if_not_root,
@@ -141,12 +146,50 @@ def header_vector(device: str) -> None:
     report("header-vector", dump=dump.stdout, cryptsetup=dump.stderr)
 
 
+def workload_key() -> bytes:
+    return derive_luks_passphrase(binascii.unhexlify(SECRET_HEX))
+
+
+LAZY = Path("/tmp/lazy-journal")
+
+
+def lazy_journal_volume(device: str) -> None:
+    """Integrity, but the ext4 journal left unwritten (lazy_journal_init=1), mounted at the
+    power cut: jbd2's recovery will read the never-written block after the last commit."""
+    key = workload_key()
+    luks.luks_format(device, key, luks.HMAC_SHA256)
+    subprocess.run(["cryptsetup", "open", "--key-file=-", device, "lazy"], input=key, check=True)
+    mapping = Path("/dev/mapper/lazy")
+    size = int(
+        subprocess.run(
+            ["blockdev", "--getsize64", str(mapping)], capture_output=True, text=True, check=True
+        ).stdout
+    )
+    options = [
+        o.replace("lazy_journal_init=0", "lazy_journal_init=1")
+        for o in mkfs_options(luks.HMAC_SHA256, size)
+    ]
+    zero_blocks(mapping, blocks_mkfs_reads("mkfs.ext4", mapping, options))
+    made = subprocess.run(["mkfs.ext4", "-q", *options, str(mapping)], capture_output=True)
+    LAZY.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", str(mapping), str(LAZY)], capture_output=True)
+    if mounted.returncode == 0:
+        write_synced(LAZY / "synced.bin", SYNCED)
+    report(
+        "lazy-journal-before",
+        mkfs_status=made.returncode,
+        mount_status=mounted.returncode,
+        stderr=(made.stderr + mounted.stderr).decode(errors="replace"),
+    )
+
+
 def before() -> None:
     make_shared_mount_point(STATE)
     secret = write_secret(POD / "secret", SECRET_HEX)
     file_volume("with-integrity", "/dev/vda", "hmac-sha256", secret)
     file_volume("without-integrity", "/dev/vdb", "none", secret)
     header_vector("/dev/vdd")
+    lazy_journal_volume("/dev/vde")
     power_loss("/dev/vdc", secret)
     report("done")
     # Power off now: no unmount, no sync, no clean close of the mapping.
@@ -226,6 +269,45 @@ def wrong_setting(name: str, device: str, mode: str, secret: Path) -> None:
     report(name, **result, unchanged=prefix_hash(device) == before_hash, mappings=mappings())
 
 
+def lazy_journal_after(device: str) -> None:
+    opened = subprocess.run(
+        ["cryptsetup", "open", "--key-file=-", device, "lazy"], input=workload_key()
+    )
+    LAZY.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(
+        ["mount", "/dev/mapper/lazy", str(LAZY)], capture_output=True, text=True
+    )
+    dmesg = subprocess.run(["dmesg"], capture_output=True, text=True).stdout
+    report(
+        "lazy-journal-after",
+        open_status=opened.returncode,
+        mount_status=mounted.returncode,
+        mount_error=mounted.stderr,
+        kernel=[line for line in dmesg.splitlines() if "JBD2" in line or "EXT4-fs (dm" in line][
+            -8:
+        ],
+    )
+    if mounted.returncode == 0:
+        subprocess.run(["umount", str(LAZY)])
+    subprocess.run(["cryptsetup", "close", "lazy"])
+
+
+def stale_integrity_device(device: str, secret: Path) -> None:
+    """What an Initializer killed inside 'cryptsetup open' leaves: NAME_dif without NAME."""
+    name = f"securepv-{Path(device).name}"
+    subprocess.run(
+        ["cryptsetup", "open", "--key-file=-", device, name], input=workload_key(), check=True
+    )
+    subprocess.run(["dmsetup", "remove", name], check=True)
+    left = mappings()
+    init = Initializer(device, STATE, secret, DONE, extra_args=integrity_args("hmac-sha256"))
+    ready = init.start("stale-dif").wait_ready()
+    facts: dict[str, object] = {"left_behind": left, "ready_seconds": ready}
+    if ready is not None:
+        facts["status"], _ = init.terminate()
+    report("stale-integrity-device", **facts, mappings=mappings(), output=init.output())
+
+
 def after() -> None:
     make_shared_mount_point(STATE)
     secret = write_secret(POD / "secret", SECRET_HEX)
@@ -234,6 +316,8 @@ def after() -> None:
     after_power_loss("/dev/vdc", secret)
     wrong_setting("integrity-volume-opened-without", "/dev/vda", "none", secret)
     wrong_setting("plain-volume-opened-with", "/dev/vdb", "hmac-sha256", secret)
+    stale_integrity_device("/dev/vdc", secret)
+    lazy_journal_after("/dev/vde")
     report("done")
 
 
