@@ -359,7 +359,9 @@ def host(rounds: int) -> int:
         argv += ["--disk", str(image)]
     argv += ["--", "python", "-m", "tests.bench", "--guest", "--rounds", str(rounds)]
     print("booting the microVM for the benchmark (a few minutes under emulation)", flush=True)
-    completed = subprocess.run(argv, capture_output=True, text=True)
+    # The integrity rounds roughly double the run: give the VM more than the default 30 min.
+    env = {**os.environ, "VM_TIMEOUT": os.environ.get("VM_TIMEOUT", "5400")}
+    completed = subprocess.run(argv, capture_output=True, text=True, env=env)
     rows = [
         json.loads(line[len(RESULT) :])
         for line in completed.stdout.splitlines()
