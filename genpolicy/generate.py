@@ -8,7 +8,7 @@ nothing unless every file went through without error.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from genpolicy import kuberesource as kr
@@ -213,12 +213,17 @@ def _inject(
     warn: Callable[[str], None],
 ) -> None:
     found = kr.workload_annotation(resource, template, kr.SECURE_PV_ANNOTATION)
+    integrity = kr.workload_annotation(resource, template, kr.SECURE_PV_INTEGRITY_ANNOTATION)
     if kr.skip_initializer(resource, template):
-        if found is not None:
-            warn(
-                f"{kr.SECURE_PV_ANNOTATION} is ignored because the pod has "
-                f'{kr.SKIP_INITIALIZER_ANNOTATION}: "true" (no Initializer, no secure PV)'
-            )
+        for annotation, present in (
+            (kr.SECURE_PV_ANNOTATION, found),
+            (kr.SECURE_PV_INTEGRITY_ANNOTATION, integrity),
+        ):
+            if present is not None:
+                warn(
+                    f"{annotation} is ignored because the pod has "
+                    f'{kr.SKIP_INITIALIZER_ANNOTATION}: "true" (no Initializer, no secure PV)'
+                )
         return
     secure_pv = None
     if found is not None:
@@ -228,6 +233,19 @@ def _inject(
         except ResourceError as exc:
             raise ResourceError(exc.problem, annotation_path) from None
         kr.validate_secure_pv(resource, template, secure_pv, claims)
+    if integrity is not None:
+        value, annotation_path = integrity
+        if secure_pv is None:
+            raise ResourceError(
+                f"{kr.SECURE_PV_INTEGRITY_ANNOTATION} is set but the pod has no "
+                f"{kr.SECURE_PV_ANNOTATION} annotation; add one, or remove this annotation",
+                annotation_path,
+            )
+        try:
+            mode = kr.parse_secure_pv_integrity(value)
+        except ResourceError as exc:
+            raise ResourceError(exc.problem, annotation_path) from None
+        secure_pv = replace(secure_pv, integrity=mode)
     kr.inject_initializer(template, options.initializer_image, secure_pv, options.coordinator)
     if secure_pv is not None:
         kr.inject_secure_pv_mount_volume(template, secure_pv)

@@ -17,7 +17,10 @@ pod opts out with ``contrast.edgeless.systems/skip-initializer: "true"``):
   container and init container;
 - with ``contrast.edgeless.systems/secure-pv: "DEVICE:MOUNT"``, the Initializer's secure-PV
   configuration (a native sidecar that opens DEVICE with LUKS and mounts it on the emptyDir
-  MOUNT, which app containers see through ``mountPropagation: HostToContainer``).
+  MOUNT, which app containers see through ``mountPropagation: HostToContainer``);
+- with ``contrast.edgeless.systems/secure-pv-integrity: hmac-sha256`` as well, the
+  Initializer's ``CRYPTSETUP_INTEGRITY`` (integrity protection of that volume). Being an env
+  value it is bound by the pod's policy: the host cannot switch it off.
 """
 
 from __future__ import annotations
@@ -33,6 +36,10 @@ Resource = dict[str, Any]
 
 ANNOTATION_PREFIX = "contrast.edgeless.systems/"
 SECURE_PV_ANNOTATION = ANNOTATION_PREFIX + "secure-pv"
+SECURE_PV_INTEGRITY_ANNOTATION = ANNOTATION_PREFIX + "secure-pv-integrity"
+# The Initializer's integrity modes (initializer.luks.INTEGRITY_MODES; a test keeps them equal).
+SECURE_PV_INTEGRITY_VALUES = ("none", "hmac-sha256")
+SECURE_PV_INTEGRITY_ENV = "CRYPTSETUP_INTEGRITY"
 SKIP_INITIALIZER_ANNOTATION = ANNOTATION_PREFIX + "skip-initializer"
 WORKLOAD_SECRET_ID_ANNOTATION = ANNOTATION_PREFIX + "workload-secret-id"
 ALLOW_EXEC_ANNOTATION = ANNOTATION_PREFIX + "policy-allow-exec"
@@ -87,6 +94,7 @@ class ResourceId:
 class SecurePV:
     device: str
     mount: str
+    integrity: str = "none"
 
 
 @dataclass(frozen=True)
@@ -228,6 +236,17 @@ def parse_secure_pv(value: Any) -> SecurePV:
             "Contrast's secrets; choose another emptyDir name"
         )
     return SecurePV(device=match.group(1), mount=match.group(2))
+
+
+def parse_secure_pv_integrity(value: Any) -> str:
+    """One of ``SECURE_PV_INTEGRITY_VALUES``, exactly (no case folding, no whitespace)."""
+    allowed = ", ".join(SECURE_PV_INTEGRITY_VALUES)
+    if not isinstance(value, str) or value not in SECURE_PV_INTEGRITY_VALUES:
+        raise ResourceError(
+            f"{SECURE_PV_INTEGRITY_ANNOTATION} value {value!r} is not allowed; use one of: "
+            f"{allowed}"
+        )
+    return value
 
 
 def _named(items: Any, name: str) -> tuple[int, Resource] | None:
@@ -374,6 +393,11 @@ def initializer_container(
         "env": [
             *coordinator.env(),
             {"name": "CRYPTSETUP_DEVICE", "value": SECURE_PV_DEVICE_PATH},
+            *(
+                [{"name": SECURE_PV_INTEGRITY_ENV, "value": secure_pv.integrity}]
+                if secure_pv.integrity != "none"
+                else []
+            ),
         ],
         "resources": {"limits": {"memory": "100Mi"}, "requests": {"memory": "100Mi"}},
         "restartPolicy": "Always",

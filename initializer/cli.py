@@ -13,7 +13,7 @@ import click
 
 from contrast.log import event, setup_logging
 from contrast.process import CommandError
-from initializer import termination
+from initializer import luks, termination
 from initializer.errors import InitializerError
 from initializer.securepv import SecurePVConfig, default_mapping_name, secure_pv
 
@@ -25,6 +25,7 @@ DEFAULT_MOUNT_POINT = Path("/state")
 CRYPTSETUP_DEVICE_ENV = "CRYPTSETUP_DEVICE"
 MOUNT_POINT_ENV = "CRYPTSETUP_MOUNT_POINT"
 DONE_PATH_ENV = "DONE_PATH"
+INTEGRITY_ENV = "CRYPTSETUP_INTEGRITY"
 
 
 def _process_age_ms() -> float | None:
@@ -56,8 +57,9 @@ def main(context: click.Context) -> None:
 
     Without a command: attest to the Coordinator and write the pod's credentials under
     CONTRAST_DIR (default /contrast); then, if CRYPTSETUP_DEVICE is set, open that device
-    as a secure PV at CRYPTSETUP_MOUNT_POINT (default /state), write DONE_PATH (default
-    /done) and keep running until SIGTERM; otherwise exit 0.
+    as a secure PV at CRYPTSETUP_MOUNT_POINT (default /state), with the integrity
+    protection CRYPTSETUP_INTEGRITY (none or hmac-sha256, default none), write DONE_PATH
+    (default /done) and keep running until SIGTERM; otherwise exit 0.
 
     Environment: COORDINATOR_HOST (HOST or HOST:PORT, default port 1313),
     COORDINATOR_REFERENCE_VALUES (JSON of the manifest's ReferenceValues), the TEE
@@ -92,6 +94,11 @@ def attest_and_serve(environ: Mapping[str, str]) -> None:
     entry = time.monotonic()
     device = environ.get(CRYPTSETUP_DEVICE_ENV, "")
     try:
+        # Checked before attesting: a bad setting fails at once, before any network traffic.
+        integrity = luks.integrity_profile(
+            environ.get(INTEGRITY_ENV) or luks.NO_INTEGRITY.name,
+            f"environment variable {INTEGRITY_ENV}",
+        )
         secret_path = attest_and_write_credentials(environ)
         termination.check()
         if not device:
@@ -104,6 +111,7 @@ def attest_and_serve(environ: Mapping[str, str]) -> None:
             done_path=Path(environ.get(DONE_PATH_ENV) or DEFAULT_DONE_PATH),
             mapping_name=default_mapping_name(device),
             device_timeout=DEFAULT_DEVICE_TIMEOUT_SECONDS,
+            integrity=integrity,
         )
         _serve_secure_pv(config, entry)
     except termination.Terminated as stop:
@@ -157,6 +165,15 @@ def attest_and_serve(environ: Mapping[str, str]) -> None:
     show_default=True,
     help="Seconds to wait for the device to appear.",
 )
+@click.option(
+    "--integrity",
+    type=click.Choice(luks.INTEGRITY_MODES),
+    default=luks.NO_INTEGRITY.name,
+    show_default=True,
+    help="Integrity protection: hmac-sha256 makes reads of blocks changed outside the guest "
+    "fail instead of returning wrong data (costs space and write throughput; see "
+    "docs/integrity.md). A volume always opens only with the setting it was formatted with.",
+)
 def cryptsetup_command(
     device_path: str,
     mount_point: Path,
@@ -164,6 +181,7 @@ def cryptsetup_command(
     done_path: Path,
     mapping_name: str | None,
     device_timeout: float,
+    integrity: str,
 ) -> None:
     """Set up a LUKS2-encrypted ext4 volume on DEVICE and mount it at MOUNTPOINT.
 
@@ -183,6 +201,7 @@ def cryptsetup_command(
         done_path=done_path,
         mapping_name=mapping_name or default_mapping_name(device_path),
         device_timeout=device_timeout,
+        integrity=luks.INTEGRITY_PROFILES[integrity],
     )
     try:
         _serve_secure_pv(config, entry)

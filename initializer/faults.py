@@ -26,8 +26,8 @@ SIGNAL_ENV = "CONTRAST_FAULT_SIGNAL"
 # In the order a first start passes them.
 FIRST_START_BOUNDARIES = (
     "probe",
-    "luks-format",
     "state-formatting",
+    "luks-format",
     "header-written",
     "luks-open",
     "mkfs",

@@ -53,13 +53,16 @@ def sealed_header_copy(pieces: list[tuple[int, bytes]], size: int) -> Iterator[s
 
 
 @contextlib.contextmanager
-def new_header_image(device: str, key: bytes) -> Iterator[int]:
+def new_header_image(
+    device: str, key: bytes, integrity: luks.IntegrityProfile = luks.NO_INTEGRITY
+) -> Iterator[int]:
     """A fresh LUKS2 header for ``device`` with the pinned layout, made by cryptsetup in
-    memory; yields the memfd. The device is only read (cryptsetup looks at its size)."""
+    memory; yields the memfd. Without integrity the device is only read (cryptsetup looks at
+    its size); with integrity, dm-integrity's superblock is formatted on it."""
     fd = os.memfd_create("luks-new-header", os.MFD_CLOEXEC)
     try:
         os.ftruncate(fd, LuksLayout.DATA_OFFSET_BYTES)
-        luks.luks_format(device, _path(fd), key)
+        luks.luks_format(device, _path(fd), key, integrity)
         yield fd
     finally:
         os.close(fd)

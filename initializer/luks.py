@@ -15,6 +15,13 @@ Parameters (documented in the README, checked field by field in ``luks_header``)
   looks like.
 - The header is never written by cryptsetup to the device: ``luksFormat`` writes a detached
   header image, which is checked and then copied (``initializer.securepv``).
+- Integrity, chosen per volume (``IntegrityProfile``): ``none`` (the above) or
+  ``hmac-sha256``: dm-crypt's ``authenc(hmac(sha256),xts(aes))`` over dm-integrity, a 768-bit
+  volume key (512 bits XTS + 256 bits HMAC), a 32-byte tag per 4 KiB sector, the
+  dm-integrity journal on, no initial wipe (sectors never written read as errors; see
+  docs/integrity.md and ``securepv.make_file_system``). No AEAD with random nonces
+  (aes-gcm-random, chacha20-random): 96-bit random IVs collide after about 2^32 sector
+  writes, and a GCM nonce collision leaks the authentication key; hmac-sha256 has no nonce.
 
 Key material reaches cryptsetup on stdin (``--key-file=-``), never in argv or a file.
 """
@@ -24,10 +31,11 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 from contrast.process import CommandError, Result, require_binary, run
-from initializer.errors import InitializerError
+from initializer.errors import InitializerError, UsageError
 
 
 class LuksLayout:
@@ -47,6 +55,47 @@ class LuksLayout:
     STATE_RECORD_BYTES = 4096
     STATE_RECORD_OFFSET = DATA_OFFSET_BYTES - STATE_RECORD_BYTES
     KEYSLOTS_BYTES = STATE_RECORD_OFFSET - 2 * METADATA_BYTES
+
+
+@dataclass(frozen=True)
+class IntegrityProfile:
+    """One pinned header variant: what luksFormat is told and what the header must then say."""
+
+    # The name users choose (Initializer option, contrast generate annotation).
+    name: str
+    # The LUKS2 segment's ``integrity.type``, or None for a segment without integrity.
+    segment_integrity: str | None
+    # The volume key: the XTS key, plus the HMAC key when there is one.
+    volume_key_bytes: int
+    format_options: tuple[str, ...]
+
+
+NO_INTEGRITY = IntegrityProfile(
+    name="none",
+    segment_integrity=None,
+    volume_key_bytes=LuksLayout.KEY_BYTES,
+    format_options=(),
+)
+HMAC_SHA256 = IntegrityProfile(
+    name="hmac-sha256",
+    segment_integrity="hmac(sha256)",
+    volume_key_bytes=LuksLayout.KEY_BYTES + 32,
+    # No full-device wipe: the first start costs the same on any size. Sectors never written
+    # then fail their tag check on read; the file-system set-up writes before it reads.
+    format_options=("--integrity=hmac-sha256", "--integrity-no-wipe"),
+)
+INTEGRITY_PROFILES = {profile.name: profile for profile in (NO_INTEGRITY, HMAC_SHA256)}
+INTEGRITY_MODES = tuple(INTEGRITY_PROFILES)
+# dm-integrity's device under the crypt mapping is named NAME_dif.
+INTEGRITY_DEVICE_SUFFIX = "_dif"
+
+
+def integrity_profile(value: str, source: str) -> IntegrityProfile:
+    """The profile named ``value``; ``source`` names where the value came from, for errors."""
+    profile = INTEGRITY_PROFILES.get(value)
+    if profile is None:
+        raise UsageError(f"{source} is {value!r}; allowed values are {', '.join(INTEGRITY_MODES)}")
+    return profile
 
 
 CRYPTSETUP_PACKAGE = "cryptsetup-bin"
@@ -139,9 +188,12 @@ def cryptsetup(args: list[str], *, key: bytes | None = None, check: bool = True)
         raise CryptsetupFailed(str(exc)) from exc
 
 
-def luks_format(device: str, header_path: str, key: bytes) -> None:
+def luks_format(
+    device: str, header_path: str, key: bytes, integrity: IntegrityProfile = NO_INTEGRITY
+) -> None:
     """Write a fresh LUKS2 header with the pinned layout for ``device`` into the detached
-    header image at ``header_path``. The device itself is only read."""
+    header image at ``header_path``. Without integrity the device itself is only read; with
+    integrity, cryptsetup also formats dm-integrity's superblock at the data offset."""
     layout = LuksLayout
     cryptsetup(
         [
@@ -158,6 +210,7 @@ def luks_format(device: str, header_path: str, key: bytes) -> None:
             f"--luks2-metadata-size={layout.METADATA_BYTES}",
             f"--luks2-keyslots-size={layout.KEYSLOTS_BYTES}",
             f"--offset={layout.DATA_OFFSET_BYTES // 512}",
+            *integrity.format_options,
             "--key-file=-",
             device,
         ],

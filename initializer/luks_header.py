@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from initializer.errors import InitializerError
-from initializer.luks import LuksLayout
+from initializer.luks import NO_INTEGRITY, IntegrityProfile, LuksLayout
 
 BINARY_HEADER_BYTES = 4096
 # Both metadata copies: all of the header that is metadata rather than key material.
@@ -213,7 +213,58 @@ def _check_binary(
         check.fail(f"{copy} header checksum does not match its contents")
 
 
-def _check_metadata(check: _Checker, metadata: dict[str, Any], device_bytes: int) -> int | None:
+def _check_segment_integrity(
+    check: _Checker, segment: dict[str, Any], integrity: IntegrityProfile
+) -> None:
+    """The segment's integrity must be exactly the one configured for this start.
+
+    Both directions matter: a header without integrity on a volume configured with it would
+    let the provider downgrade the volume to malleable XTS by swapping the header (the
+    keyslot holds only the XTS part of the key then, and the data area is re-encrypted under
+    a key the guest derives itself, so nothing else notices); one with integrity on a volume
+    configured without it is a volume this configuration did not make.
+    """
+    present = "integrity" in segment
+    if integrity.segment_integrity is None:
+        if present:
+            check.fail(
+                "segment 0 has integrity protection "
+                f"{_kind(segment['integrity'])}, but this Initializer is configured with "
+                "integrity none: start it with the integrity setting the volume was "
+                "formatted with"
+            )
+        return
+    if not present:
+        check.fail(
+            "segment 0 has no integrity protection, but this Initializer is configured with "
+            f"integrity {integrity.name}; a header without it is refused so that the "
+            "storage provider cannot downgrade the volume by swapping the header"
+        )
+        return
+    config = check.keys(
+        "segment 0 integrity",
+        segment["integrity"],
+        {"type", "journal_encryption", "journal_integrity"},
+    )
+    if config is not None:
+        check.equal("segment 0 integrity type", config.get("type"), integrity.segment_integrity)
+        check.equal(
+            "segment 0 integrity journal_encryption", config.get("journal_encryption"), "none"
+        )
+        check.equal(
+            "segment 0 integrity journal_integrity", config.get("journal_integrity"), "none"
+        )
+
+
+def _kind(value: object) -> str:
+    if isinstance(value, dict) and isinstance(value.get("type"), str):
+        return repr(value["type"])[:40]
+    return "of an unknown kind"
+
+
+def _check_metadata(
+    check: _Checker, metadata: dict[str, Any], device_bytes: int, integrity: IntegrityProfile
+) -> int | None:
     """Check the JSON against the pinned layout; return the data segment's offset if sane."""
     layout = LuksLayout
     root = check.keys("metadata", metadata, {"keyslots", "tokens", "segments", "digests", "config"})
@@ -242,12 +293,12 @@ def _check_metadata(check: _Checker, metadata: dict[str, Any], device_bytes: int
     if not isinstance(segments, dict) or list(segments) != ["0"]:
         check.fail(f"segments are {_names(segments)}, expected exactly one segment '0'")
     else:
-        segment = check.keys(
-            "segment 0",
-            segments["0"],
-            {"type", "offset", "size", "iv_tweak", "encryption", "sector_size"},
-        )
+        segment_keys = {"type", "offset", "size", "iv_tweak", "encryption", "sector_size"}
+        if isinstance(segments["0"], dict) and "integrity" in segments["0"]:
+            segment_keys.add("integrity")
+        segment = check.keys("segment 0", segments["0"], segment_keys)
         if segment is not None:
+            _check_segment_integrity(check, segment, integrity)
             check.equal("segment 0 type", segment.get("type"), "crypt")
             check.equal("segment 0 encryption", segment.get("encryption"), layout.CIPHER)
             check.equal("segment 0 sector_size", segment.get("sector_size"), layout.SECTOR_BYTES)
@@ -265,7 +316,7 @@ def _check_metadata(check: _Checker, metadata: dict[str, Any], device_bytes: int
     if not isinstance(keyslots, dict) or list(keyslots) != ["0"]:
         check.fail(f"keyslots are {_names(keyslots)}, expected exactly one keyslot '0'")
     else:
-        _check_keyslot(check, keyslots["0"])
+        _check_keyslot(check, keyslots["0"], integrity)
 
     digests = root.get("digests")
     if not isinstance(digests, dict) or list(digests) != ["0"]:
@@ -292,13 +343,14 @@ def _check_metadata(check: _Checker, metadata: dict[str, Any], device_bytes: int
     return data_offset if not check.problems else None
 
 
-def _check_keyslot(check: _Checker, slot: object) -> None:
+def _check_keyslot(check: _Checker, slot: object, integrity: IntegrityProfile) -> None:
     layout = LuksLayout
     keyslot = check.keys("keyslot 0", slot, {"type", "key_size", "af", "area", "kdf"})
     if keyslot is None:
         return
     check.equal("keyslot 0 type", keyslot.get("type"), "luks2")
-    check.equal("keyslot 0 key_size", keyslot.get("key_size"), layout.KEY_BYTES)
+    # The volume key; the keyslot area's own cipher key below stays the XTS size.
+    check.equal("keyslot 0 key_size", keyslot.get("key_size"), integrity.volume_key_bytes)
 
     af = check.keys("keyslot 0 af", keyslot.get("af"), {"type", "stripes", "hash"})
     if af is not None:
@@ -320,7 +372,7 @@ def _check_keyslot(check: _Checker, slot: object) -> None:
             # and before the data segment, so key material and data never overlap.
             start = 2 * layout.METADATA_BYTES
             end = start + layout.KEYSLOTS_BYTES
-            needed = layout.KEY_BYTES * layout.AF_STRIPES
+            needed = integrity.volume_key_bytes * layout.AF_STRIPES
             if not (start <= offset and offset + size <= end and size >= needed):
                 check.fail(
                     f"keyslot 0 area [{offset}, {offset + size}) is not inside the keyslots "
@@ -339,10 +391,13 @@ def _names(obj: object) -> str:
     return repr(sorted(obj)) if isinstance(obj, dict) else "not an object"
 
 
-def check_header(device: str, raw: bytes, device_bytes: int) -> CheckedHeader:
+def check_header(
+    device: str, raw: bytes, device_bytes: int, integrity: IntegrityProfile = NO_INTEGRITY
+) -> CheckedHeader:
     """Check both metadata copies in ``raw`` (the device's first bytes) and return the facts.
 
     ``raw`` must hold both metadata copies (``METADATA_AREA_BYTES``); more is ignored.
+    ``integrity`` is the profile configured for this start: the header must match it exactly.
     Raises HeaderRejected naming every field that differs from the pinned layout; returns
     only when the header is exactly one this project would have written.
     """
@@ -381,7 +436,7 @@ def check_header(device: str, raw: bytes, device_bytes: int) -> CheckedHeader:
         )
     if secondary.uuid != primary.uuid:
         check.fail("the two metadata copies name different UUIDs")
-    data_offset = _check_metadata(check, metadata, device_bytes)
+    data_offset = _check_metadata(check, metadata, device_bytes, integrity)
     if check.problems or data_offset is None:
         raise HeaderRejected(device, check.problems)
     area = metadata["keyslots"]["0"]["area"]

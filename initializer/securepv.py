@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import logging
 import math
 import os
@@ -51,6 +52,12 @@ EXT4_MAGIC = b"\x53\xef"
 MOUNT_FLAGS = mount.MS_NOSUID | mount.MS_NODEV
 MOUNT_OPTIONS = "errors=remount-ro"
 MKFS_PACKAGE = "e2fsprogs"
+MiB = 1024 * 1024
+EXT4_BLOCK_BYTES = 4096
+# With integrity the ext4 journal is zeroed at mkfs (see mkfs_options): a fixed size, so the
+# first start costs the same on any device; smaller only on devices too small for it.
+INTEGRITY_JOURNAL_MAX_MIB = 32
+INTEGRITY_JOURNAL_MIN_MIB = 4
 MKFS_TIMEOUT_SECONDS = 300.0
 UNMOUNT_BUSY_SECONDS = 3.0
 
@@ -63,6 +70,9 @@ class SecurePVConfig:
     done_path: Path
     mapping_name: str
     device_timeout: float
+    # The integrity profile this volume was (or is to be) formatted with; the header must
+    # match it exactly.
+    integrity: luks.IntegrityProfile = luks.NO_INTEGRITY
 
 
 class VolumeError(InitializerError):
@@ -91,6 +101,15 @@ def check_config(config: SecurePVConfig) -> None:
             f"mapping name {config.mapping_name!r} is not a valid device-mapper name: use "
             "1 to 127 letters, digits, '.', '_', '+' or '-', starting with a letter or digit"
         )
+    if (
+        config.integrity.segment_integrity is not None
+        and len(config.mapping_name) + len(luks.INTEGRITY_DEVICE_SUFFIX) > 127
+    ):
+        raise UsageError(
+            f"mapping name {config.mapping_name!r} is too long for a volume with integrity "
+            f"protection: its dm-integrity device adds {luks.INTEGRITY_DEVICE_SUFFIX!r}, and "
+            "device-mapper names have at most 127 characters; pass a shorter --mapping-name"
+        )
     if not math.isfinite(config.device_timeout) or config.device_timeout < 0:
         raise UsageError(f"device timeout {config.device_timeout} is not a finite number >= 0")
 
@@ -114,7 +133,11 @@ def check_mount_point(path: Path) -> None:
 
 @contextlib.contextmanager
 def opened_mapping(
-    device: BlockDevice, metadata: bytes, name: str, key: bytes
+    device: BlockDevice,
+    metadata: bytes,
+    name: str,
+    key: bytes,
+    integrity: luks.IntegrityProfile = luks.NO_INTEGRITY,
 ) -> Iterator[CheckedHeader]:
     """Check the header's metadata and open the device with a detached copy of it.
 
@@ -122,7 +145,7 @@ def opened_mapping(
     keyslots area, which the pinned layout leaves unused, reads as zeros.
     """
     with step(log, "header-check", device=device.path):
-        header = check_header(device.path, metadata, device.size_bytes)
+        header = check_header(device.path, metadata, device.size_bytes, integrity)
         keyslot = read_region(device.path, header.keyslot_area_offset, header.keyslot_area_size)
     luks.require_device_mapper(device.path)
     pieces = [(0, metadata), (header.keyslot_area_offset, keyslot)]
@@ -152,49 +175,33 @@ def remove_stale_mapping(name: str) -> None:
     """A mapping left by an Initializer that was killed; close it or explain why not.
 
     The killed container's mount of it goes with its mount namespace, which the kernel may
-    still be tearing down: a busy mapping gets a few seconds to become free.
+    still be tearing down: a busy mapping gets a few seconds to become free. With
+    integrity, ``cryptsetup open`` creates the dm-integrity device NAME_dif before the crypt
+    mapping NAME, and closing NAME removes both; an Initializer killed in between leaves
+    NAME_dif alone, which would make the next open fail.
     """
-    if not luks.mapping_exists(name):
-        return
-    event(log, "stale-mapping", logging.WARNING, mapping=name)
-    try:
-        retry_briefly(
-            lambda: luks.close(name),
-            retryable=lambda exc: isinstance(exc, luks.CryptsetupFailed),
-        )
-    except GaveUp as gave_up:
-        exc = gave_up.last
-        raise VolumeError(
-            f"a mapping {luks.mapping_path(name)} already exists and is in use, probably by a "
-            f"previous Initializer's mount that is still active: {exc}. Unmount it and run "
-            f"'cryptsetup close {name}', or pass another --mapping-name."
-        ) from None
+    # Closing NAME normally takes NAME_dif with it, so look again before the second.
+    for stale in (name, name + luks.INTEGRITY_DEVICE_SUFFIX):
+        if not luks.mapping_exists(stale):
+            continue
+        event(log, "stale-mapping", logging.WARNING, mapping=stale)
+        try:
+            retry_briefly(
+                functools.partial(luks.close, stale),
+                retryable=lambda exc: isinstance(exc, luks.CryptsetupFailed),
+            )
+        except GaveUp as gave_up:
+            raise VolumeError(
+                f"a mapping {luks.mapping_path(stale)} already exists and is in use, probably "
+                f"by a previous Initializer's mount that is still active: {gave_up.last}. "
+                f"Unmount it and run 'cryptsetup close {stale}', or pass another "
+                "--mapping-name."
+            ) from None
 
 
 def has_ext4_superblock(device: str, mapping: Path) -> bool:
     superblock = growth.read_superblock(device, mapping)
     return superblock[EXT4_MAGIC_OFFSET : EXT4_MAGIC_OFFSET + 2] == EXT4_MAGIC
-
-
-def make_file_system(mapping: Path) -> None:
-    """Create ext4 on the mapping of a volume whose first start is not finished (its state
-    record says so: nothing but that first start ever wrote to it), then flush it all to the
-    device, so that the record can say "initialized" next."""
-    mkfs = require_binary("mkfs.ext4", MKFS_PACKAGE)
-    with step(log, "mkfs", mapping=mapping), faults.during("mkfs"):
-        run(
-            [
-                mkfs,
-                "-q",
-                # Initialise inode tables and the journal lazily, after mount, and skip the
-                # discard pass: mkfs then costs the same on 1 GiB and on 64 GiB.
-                "-E",
-                "lazy_itable_init=1,lazy_journal_init=1,nodiscard",
-                str(mapping),
-            ],
-            timeout=MKFS_TIMEOUT_SECONDS,
-        )
-        flush(mapping)
 
 
 def flush(path: Path) -> None:
@@ -208,19 +215,23 @@ def flush(path: Path) -> None:
         raise VolumeError(f"{path}: flushing to the device failed: {exc.strerror}") from None
 
 
-def write_new_header(device: BlockDevice, key: bytes) -> None:
-    """Format: a new header made and checked in memory, then the state record "formatting",
-    then the header on the device."""
+def write_new_header(device: BlockDevice, key: bytes, integrity: luks.IntegrityProfile) -> None:
+    """Format: the state record "formatting" (the first write to the device), a new header
+    made in memory and checked, then that header on the device."""
+    with step(log, "state-formatting", device=device.path):
+        state.write_state(device.path, VolumeState.FORMATTING)
+    faults.boundary("state-formatting")
     with contextlib.ExitStack() as stack:
-        with step(log, "luks-format", device=device.path), faults.during("luks-format"):
-            image = stack.enter_context(new_header_image(device.path, key))
+        with (
+            step(log, "luks-format", device=device.path, integrity=integrity.name),
+            faults.during("luks-format"),
+        ):
+            image = stack.enter_context(new_header_image(device.path, key, integrity))
         metadata = read_image(image, 0, METADATA_AREA_BYTES)
         # What goes onto the device passes the same check as every later start.
-        check_header(device.path, metadata, device.size_bytes)
+        check_header(device.path, metadata, device.size_bytes, integrity)
         faults.boundary("luks-format")
         with step(log, "header-write", device=device.path):
-            state.write_state(device.path, VolumeState.FORMATTING)
-            faults.boundary("state-formatting")
             copy_header_to_device(image, device.path)
     faults.boundary("header-written")
 
@@ -241,6 +252,107 @@ def probe_contents(device: BlockDevice, metadata: bytes) -> tuple[Contents, Volu
     # needed to prove everything else blank.
     probe = luks_probe or probe_raw_device(device.path, device.size_bytes)
     return classify(device.path, probe), volume_state
+
+
+def mkfs_options(integrity: luks.IntegrityProfile, mapping_bytes: int) -> list[str]:
+    """mkfs.ext4's options for a volume; every one keeps mkfs's cost independent of size.
+
+    Without integrity: inode tables and the journal are initialised lazily, after mount, and
+    the discard pass is skipped. With integrity, sectors never written fail their tag check
+    when read, so:
+
+    - 4 KiB blocks always: with smaller blocks every metadata write would be a
+      read-modify-write of a never-written 4 KiB sector;
+    - the journal is zeroed at mkfs (lazy_journal_init=0) and has a fixed size: after a
+      crash, jbd2's recovery reads the log up to the first block that is not part of it, and
+      a never-written block there would fail the recovery and the mount;
+    - inode tables stay lazy: ext4 does not read an inode table block holding no used
+      inode (it zeroes it in memory) and reads ahead only up to the last used inode.
+    """
+    lazy = "lazy_itable_init=1,lazy_journal_init=1,nodiscard"
+    if integrity.segment_integrity is None:
+        return ["-E", lazy]
+    journal_mib = max(
+        INTEGRITY_JOURNAL_MIN_MIB, min(INTEGRITY_JOURNAL_MAX_MIB, mapping_bytes // 16 // MiB)
+    )
+    return [
+        "-b",
+        str(EXT4_BLOCK_BYTES),
+        "-J",
+        f"size={journal_mib}",
+        "-E",
+        "lazy_itable_init=1,lazy_journal_init=0,nodiscard",
+    ]
+
+
+def parse_superblock_backups(mkfs_output: str) -> list[int]:
+    """The block numbers from mke2fs's "Superblock backups stored on blocks:" list."""
+    lines = mkfs_output.splitlines()
+    for index, line in enumerate(lines):
+        if line.startswith("Superblock backups stored on blocks:"):
+            text = line.split(":", 1)[1]
+            for following in lines[index + 1 :]:
+                if not following.strip():
+                    break
+                text += " " + following
+            try:
+                return [int(number) for number in text.replace(",", " ").split()]
+            except ValueError:
+                raise VolumeError(
+                    f"mkfs.ext4 printed an unexpected list of superblock backups: {text!r}"
+                ) from None
+    return []
+
+
+def blocks_mkfs_reads(mkfs: str, mapping: Path, options: list[str]) -> list[int]:
+    """The 4 KiB blocks mke2fs reads or writes only in part, which must be written first.
+
+    mke2fs reads block 0 before it zaps old signatures there and writes each superblock
+    (the primary at byte 1024, the backups at the start of their group) as 1 KiB: the
+    kernel reads the rest of the 4 KiB sector first. A dry run (-n) says where the backups
+    go: a handful of blocks, logarithmic in the size, never the device's size in bytes.
+    """
+    result = run(
+        [mkfs, "-n", *options, str(mapping)], timeout=MKFS_TIMEOUT_SECONDS, env={"LC_ALL": "C"}
+    )
+    return [0, *parse_superblock_backups(result.stdout.decode(errors="replace"))]
+
+
+def zero_blocks(mapping: Path, blocks: list[int]) -> None:
+    """Write whole zero blocks through the mapping: full sectors, so nothing is read first."""
+    zeros = bytes(EXT4_BLOCK_BYTES)
+    fd = os.open(mapping, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        for block in blocks:
+            if os.pwrite(fd, zeros, block * EXT4_BLOCK_BYTES) != EXT4_BLOCK_BYTES:
+                raise VolumeError(f"{mapping}: short write while zeroing block {block}")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def make_file_system(mapping: Path, integrity: luks.IntegrityProfile) -> None:
+    """Create ext4 on the mapping of a volume whose first start is not finished (its state
+    record says so: nothing but that first start ever wrote to it), then flush it all to the
+    device, so that the record can say "initialized" next."""
+    mkfs = require_binary("mkfs.ext4", MKFS_PACKAGE)
+    options = mkfs_options(integrity, _size_of(mapping))
+    if integrity.segment_integrity is not None:
+        with step(log, "integrity-prepare", mapping=mapping) as fields:
+            blocks = blocks_mkfs_reads(mkfs, mapping, options)
+            zero_blocks(mapping, blocks)
+            fields["zeroed_blocks"] = len(blocks)
+    with step(log, "mkfs", mapping=mapping), faults.during("mkfs"):
+        run([mkfs, "-q", *options, str(mapping)], timeout=MKFS_TIMEOUT_SECONDS)
+        flush(mapping)
+
+
+def _size_of(path: Path) -> int:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return os.lseek(fd, 0, os.SEEK_END)
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager
@@ -348,18 +460,20 @@ def secure_pv(config: SecurePVConfig) -> Iterator[BlockDevice]:
             event(log, "first-start-unfinished", logging.WARNING, device=device.path)
         termination.check()
         luks.require_device_mapper(device.path)
-        write_new_header(device, key)
+        write_new_header(device, key, config.integrity)
         # From here on, as on every later start: what is opened is what the device holds.
         metadata = read_region(device.path, 0, METADATA_AREA_BYTES)
     termination.check()
 
     mapping = luks.mapping_path(config.mapping_name)
     with contextlib.ExitStack() as stack:
-        header = stack.enter_context(opened_mapping(device, metadata, config.mapping_name, key))
+        header = stack.enter_context(
+            opened_mapping(device, metadata, config.mapping_name, key, config.integrity)
+        )
         faults.boundary("luks-open")
         termination.check()
         if first_start:
-            make_file_system(mapping)
+            make_file_system(mapping, config.integrity)
             faults.boundary("mkfs")
             with step(log, "state-initialized", device=device.path):
                 state.write_state(device.path, VolumeState.INITIALIZED)

@@ -13,6 +13,12 @@ baseline (b). For each size:
   and cryptsetup's default iteration time, ext4 with mkfs defaults, mounted with
   ``-o sync,data=journal``.
 
+Integrity (docs/integrity.md): the Initializer's first and later start with
+``--integrity hmac-sha256`` on their own 1 GiB and 64 GiB devices, and sequential write
+throughput (WRITE_MIB written in 1 MiB writes to a file on the mounted volume with the
+project's mount options, fsync at the end, page cache dropped before) through the mapping
+without and with integrity, beside the same write to a raw device, all in the same VM run.
+
 Start-up is measured on the host too, where emulation does not slow it. Figures are ratios
 against baselines run in the same VM, since these machines are noisy.
 """
@@ -36,6 +42,8 @@ WORK = PROJECT / "bench-work"
 GiB = 1024**3
 SIZES = {"1 GiB": 1 * GiB, "64 GiB": 64 * GiB}
 ROUNDS = 3
+WRITE_MIB = 128
+INTEGRITY = "hmac-sha256"
 # Zeroing this much makes a used device blank again for the next first start: the header,
 # keyslots and the start of the data area (the probe checks the first 17 MiB).
 BLANK_BYTES = 18 * 1024 * 1024
@@ -78,13 +86,45 @@ def timed(argv: list[str], stdin: bytes | None = None) -> float:
     return (time.monotonic() - start) * 1000
 
 
-def initializer_start(device: str, secret: Path, label: str) -> dict[str, Any]:
+def drop_caches() -> None:
+    os.sync()
+    Path("/proc/sys/vm/drop_caches").write_text("3\n")
+
+
+def write_mib_per_second(path: Path) -> float:
+    """WRITE_MIB in 1 MiB writes, then fsync; from a cold page cache."""
+    chunk = os.urandom(1024 * 1024)
+    drop_caches()
+    start = time.monotonic()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        for _ in range(WRITE_MIB):
+            os.write(fd, chunk)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    elapsed = time.monotonic() - start
+    if path.is_file():
+        path.unlink()
+    return round(WRITE_MIB / elapsed, 1)
+
+
+def initializer_start(
+    device: str,
+    secret: Path,
+    label: str,
+    integrity: str = "none",
+    during: Any = None,
+) -> dict[str, Any]:
     from tests.vm.guest import Initializer
 
     pod = Path("/tmp/bench")
-    init = Initializer(device, pod / "state", secret, pod / "done").start(label)
+    init = Initializer(
+        device, pod / "state", secret, pod / "done", extra_args=["--integrity", integrity]
+    ).start(label)
     ready = init.wait_ready()
     output = init.output()
+    extra = during(pod / "state") if ready is not None and during is not None else {}
     status, _ = init.terminate()
     if ready is None or status != 0:
         print(output, file=sys.stderr)
@@ -94,6 +134,7 @@ def initializer_start(device: str, secret: Path, label: str) -> dict[str, Any]:
         "startup_ms": log_field(output, "started", "startup_ms"),
         "work_ms": log_field(output, "ready", "work_ms"),
         "steps": step_durations(output),
+        **extra,
     }
 
 
@@ -133,7 +174,11 @@ def baseline_b_first(device: str, key: bytes, mount_point: Path) -> dict[str, fl
     return {"total_ms": round(sum(steps.values()), 1)} | {k: round(v, 1) for k, v in steps.items()}
 
 
-def guest() -> None:
+def throughput(mount_point: Path) -> dict[str, float]:
+    return {"write_mib_s": write_mib_per_second(mount_point / "throughput.bin")}
+
+
+def guest(rounds: int) -> None:
     from contrast.derivation import derive_luks_passphrase
     from tests.vm.guest import make_shared_mount_point, write_secret
 
@@ -146,14 +191,25 @@ def guest() -> None:
     secret = write_secret(pod / "secret", secret_hex)
     key = derive_luks_passphrase(binascii.unhexlify(secret_hex))
     devices = {"1 GiB": ("/dev/vda", "/dev/vdc"), "64 GiB": ("/dev/vdb", "/dev/vdd")}
+    integrity_devices = {"1 GiB": "/dev/vde", "64 GiB": "/dev/vdf"}
+    raw_device = Path("/dev/vdg")
     # Rounds interleave everything, so a burst of load on this shared machine hits the
     # Initializer, the baselines and both sizes alike rather than one of them.
-    for round_ in range(ROUNDS):
+    for round_ in range(rounds):
+        emit(kind="raw-write", write_mib_s=write_mib_per_second(raw_device))
+        for size, device in integrity_devices.items():
+            make_blank(device)
+            first = initializer_start(device, secret, f"int-first-{round_}", INTEGRITY)
+            emit(size=size, kind="integrity-first", **first)
+            during = throughput if size == "1 GiB" else None
+            later = initializer_start(device, secret, f"int-later-{round_}", INTEGRITY, during)
+            emit(size=size, kind="integrity-later", **later)
         for size, (device, baseline_device) in devices.items():
             make_blank(device)
             first = initializer_start(device, secret, f"first-{round_}")
             emit(size=size, kind="initializer-first", **first)
-            later = initializer_start(device, secret, f"later-{round_}")
+            during = throughput if size == "1 GiB" else None
+            later = initializer_start(device, secret, f"later-{round_}", during=during)
             emit(size=size, kind="initializer-later", **later)
             base_a = baseline_a(device, key, mount_point)
             emit(size=size, kind="baseline-a-later", total_ms=base_a)
@@ -181,8 +237,8 @@ def host_startup_ms(runs: int = 15) -> dict[str, float]:
     }
 
 
-def report(rows: list[dict[str, Any]], host: dict[str, float]) -> int:
-    def median(size: str, kind: str, field: str) -> float:
+def report(rows: list[dict[str, Any]], host: dict[str, float], rounds: int) -> int:
+    def median(size: str | None, kind: str, field: str) -> float:
         values = [
             float(r[field])
             for r in rows
@@ -204,7 +260,7 @@ def report(rows: list[dict[str, Any]], host: dict[str, float]) -> int:
         base_b = median(size, "baseline-b-first", "total_ms")
         own_first[size], own_later[size] = first_work, later_work
         whole_first_host = host["initializer_ms"] + first_work
-        print(f"\n-- {size} device ({ROUNDS} rounds) --")
+        print(f"\n-- {size} device ({rounds} rounds) --")
         print(f"  Initializer start-up in the VM (interpreter + imports): {startup_vm:9.1f}")
         print(f"  first start: own work {first_work:9.1f}   wall in VM {first_wall:9.1f}")
         print(f"  later start: own work {later_work:9.1f}   wall in VM {later_wall:9.1f}")
@@ -247,16 +303,51 @@ def report(rows: list[dict[str, Any]], host: dict[str, float]) -> int:
         ("64 GiB later start within 10% of 1 GiB", growth_later <= 1.10),
         ("host start-up under 0.3 s", host["initializer_ms"] < 300),
     ]
+    print(f"\n== Integrity ({INTEGRITY}) against none (medians, ms; own work / wall in VM) ==")
+    print(f"  {'':22}{'1 GiB':>22}{'64 GiB':>22}")
+    for label, kind in (
+        ("first start, none", "initializer-first"),
+        ("first start, hmac", "integrity-first"),
+        ("later start, none", "initializer-later"),
+        ("later start, hmac", "integrity-later"),
+    ):
+        cells = [
+            f"{median(size, kind, 'work_ms'):9.1f} / {median(size, kind, 'wall_ms'):9.1f}"
+            for size in SIZES
+        ]
+        print(f"  {label:22}{cells[0]:>22}{cells[1]:>22}")
+    for kind in ("integrity-first", "integrity-later"):
+        for size in SIZES:
+            runs = [r["steps"] for r in rows if r.get("size") == size and r.get("kind") == kind]
+            names = sorted({name for run in runs for name in run})
+            parts = [
+                f"{name} {statistics.median(run[name] for run in runs if name in run):.0f}"
+                for name in names
+            ]
+            print(f"  steps {kind.removeprefix('integrity-')} hmac {size}: {', '.join(parts)}")
+    int_growth = median("64 GiB", "integrity-first", "work_ms") / median(
+        "1 GiB", "integrity-first", "work_ms"
+    )
+    print(f"  64 GiB / 1 GiB first start with integrity: {int_growth:.2f}x")
+    raw = median(None, "raw-write", "write_mib_s")
+    plain = median("1 GiB", "initializer-later", "write_mib_s")
+    hmac = median("1 GiB", "integrity-later", "write_mib_s")
+    print(f"\n== Sequential write, {WRITE_MIB} MiB + fsync, cold cache (median MiB/s, same VM) ==")
+    print(f"  raw device                      {raw:8.1f}   1.00x")
+    print(f"  mapping + ext4, no integrity    {plain:8.1f}   {plain / raw:.2f}x of raw")
+    print(f"  mapping + ext4, hmac-sha256     {hmac:8.1f}   {hmac / raw:.2f}x of raw")
+    print(f"  hmac-sha256 / no integrity      {hmac / plain:8.2f}x")
     print("\n== Targets ==")
     for name, held in verdicts:
         print(f"  {'met ' if held else 'MISS'} {name}")
     return 0
 
 
-def host() -> int:
+def host(rounds: int) -> int:
     WORK.mkdir(exist_ok=True)
     images = []
-    for name in ("init-1g", "init-64g", "base-1g", "base-64g"):
+    names = ("init-1g", "init-64g", "base-1g", "base-64g", "int-1g", "int-64g", "raw-1g")
+    for name in names:
         image = WORK / f"{name}.img"
         image.unlink(missing_ok=True)
         with image.open("wb") as disk:
@@ -264,11 +355,13 @@ def host() -> int:
         images.append(image)
     host_figures = host_startup_ms()
     argv = [str(PROJECT / "tests" / "vm" / "run")]
-    for image in (images[0], images[1], images[2], images[3]):
+    for image in images:
         argv += ["--disk", str(image)]
-    argv += ["--", "python", "-m", "tests.bench", "--guest"]
+    argv += ["--", "python", "-m", "tests.bench", "--guest", "--rounds", str(rounds)]
     print("booting the microVM for the benchmark (a few minutes under emulation)", flush=True)
-    completed = subprocess.run(argv, capture_output=True, text=True)
+    # The integrity rounds roughly double the run: give the VM more than the default 30 min.
+    env = {**os.environ, "VM_TIMEOUT": os.environ.get("VM_TIMEOUT", "5400")}
+    completed = subprocess.run(argv, capture_output=True, text=True, env=env)
     rows = [
         json.loads(line[len(RESULT) :])
         for line in completed.stdout.splitlines()
@@ -281,17 +374,18 @@ def host() -> int:
         print("the benchmark did not finish", file=sys.stderr)
         return 1
     (WORK / "results.json").write_text(json.dumps({"host": host_figures, "vm": rows}, indent=1))
-    return report(rows, host_figures)
+    return report(rows, host_figures, rounds)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--guest", action="store_true", help="run the measurements (in the VM)")
+    parser.add_argument("--rounds", type=int, default=ROUNDS, help="rounds (default %(default)s)")
     args = parser.parse_args()
     if args.guest:
-        guest()
+        guest(args.rounds)
         sys.exit(0)
-    sys.exit(host())
+    sys.exit(host(args.rounds))
 
 
 if __name__ == "__main__":

@@ -16,14 +16,16 @@ from pathlib import Path
 from typing import Any
 
 from initializer.header_image import copy_header_to_device, new_header_image
-from initializer.luks import LuksLayout
+from initializer.luks import NO_INTEGRITY, IntegrityProfile, LuksLayout
 from initializer.luks_header import BINARY_HEADER_BYTES, header_checksum
 
 
-def format_volume(device: Path | str, key: bytes) -> None:
+def format_volume(
+    device: Path | str, key: bytes, integrity: IntegrityProfile = NO_INTEGRITY
+) -> None:
     """Give ``device`` a genuine LUKS2 header, made the way the Initializer's first start
     makes one: the starting point of every forgery."""
-    with new_header_image(str(device), key) as image:
+    with new_header_image(str(device), key, integrity) as image:
         copy_header_to_device(image, str(device))
 
 

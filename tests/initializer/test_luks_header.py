@@ -119,7 +119,8 @@ FORGERIES: dict[str, tuple[Any, str]] = {
     ),
     "integrity added": (
         lambda m: m["segments"]["0"].update(integrity={"type": "hmac(sha256)"}),
-        "segment 0 has unexpected integrity",
+        "segment 0 has integrity protection 'hmac(sha256)', but this Initializer is "
+        "configured with integrity none",
     ),
     "absurd digest iterations": (
         lambda m: m["digests"]["0"].update(iterations=4_000_000_000),

@@ -29,7 +29,7 @@ MiB = 1024 * 1024
 BOUNDARIES = [f"after:{name}" for name in faults.FIRST_START_BOUNDARIES]
 DURING = [f"during:{name}" for name in faults.COMMANDS]
 # Points at which nothing has been written to the device yet.
-BEFORE_ANY_WRITE = ["after:probe", "after:luks-format", "during:luks-format"]
+BEFORE_ANY_WRITE = ["after:probe"]
 # Points after the record says "initialized": the volume may hold application data.
 INITIALIZED = ["after:state-initialized", "after:mount", "after:done"]
 POWER_CUTS = 3
