@@ -65,4 +65,4 @@ bench: deps
 	$(BIN)/python -m tests.bench
 
 clean:
-	rm -rf $(VENV) demo-work bench-work .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) demo-work bench-work .mypy_cache .ruff_cache .pytest_cache .hypothesis
