@@ -844,3 +844,20 @@ def test_long_attacker_value_is_shortened_in_the_message(pristine_header: bytes)
     message = rejected(forged)
     assert "segment 0 encryption is 'AAAA" in message
     assert len(message) < 1000
+
+
+@pytest.mark.parametrize(
+    ("offset", "value", "message"),
+    [
+        (6, b"\x00\x03", "secondary header version is 3, expected 2"),
+        (HEADER_SIZE_FIELD, struct.pack(">Q", 32768), "secondary header size is 32768"),
+        (CSUM_ALG_FIELD, b"sha1\0\0", "secondary checksum algorithm is b'sha1'"),
+        (300, b"\x01", "secondary header has non-zero padding"),
+    ],
+    ids=["version", "header size", "checksum algorithm", "padding"],
+)
+def test_secondary_copy_that_differs_in_a_binary_field_is_rejected(
+    pristine_header: bytes, offset: int, value: bytes, message: str
+) -> None:
+    forged = forge.with_binary_field(pristine_header, "secondary", offset, value)
+    assert message in rejected(forged)
