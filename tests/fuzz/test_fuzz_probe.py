@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hypothesis import event, given, settings
+from hypothesis import event, example, given, settings
 from hypothesis import strategies as st
 
 from initializer.device import DeviceError
@@ -147,6 +147,8 @@ def images(draw: st.DrawFn) -> tuple[int, list[tuple[int, bytes]]]:
 
 @settings(max_examples=examples(12))
 @given(image=images())
+# Found by the long pass: a later write zeroes an earlier one, so the device is blank.
+@example(image=(METADATA_AREA_BYTES, [(0, b"\x01"), (0, b"\x00")]))
 def test_real_blkid_on_an_image_file_never_calls_a_used_device_blank(
     scratch: Path, image: tuple[int, list[tuple[int, bytes]]]
 ) -> None:
@@ -159,11 +161,13 @@ def test_real_blkid_on_an_image_file_never_calls_a_used_device_blank(
         for offset, value in writes:
             data.seek(offset)
             data.write(value)
-    checked = min(ZERO_CHECK_BYTES, size)
-    used = any(any(value) for offset, value in writes if offset < checked)
-    # What the Initializer does: the magic shortcut on the metadata area, else the full probe.
+    # Used or not is what the file holds in the checked region (later writes may zero
+    # earlier ones), read back independently of the probe.
     with path.open("rb") as data:
+        used = any(data.read(min(ZERO_CHECK_BYTES, size)))
+        data.seek(0)
         start = data.read(METADATA_AREA_BYTES)
+    # What the Initializer does: the magic shortcut on the metadata area, else the full probe.
     try:
         contents = decide(probe_luks_magic(start) or probe_device(str(path), size))
     except (ProbeFailed, DeviceError):
