@@ -88,6 +88,30 @@ def test_truncated_or_padded_headers_are_rejected_or_harmless(
     header_property(real_check, original, mutated)
 
 
+JSON_ALPHABET = '{}[]":,.0123456789+-eE ntrufalsx\\/u\n\t'
+json_texts = st.one_of(
+    st.binary(max_size=300),
+    st.text(JSON_ALPHABET, max_size=300).map(str.encode),
+    st.integers(0, 3000).map(lambda n: b"[" * n + b"]" * n),
+    st.integers(0, 3000).map(lambda n: b'{"a":' * n + b"0" + b"}" * n),
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner),
+        max_leaves=20,
+    ).map(lambda value: json.dumps(value).encode()),
+)
+
+
+@settings(max_examples=examples(150))
+@given(data=st.data(), text=json_texts)
+def test_arbitrary_json_text_in_both_copies_is_rejected_or_harmless(
+    corpus: list[bytes], data: st.DataObject, text: bytes
+) -> None:
+    original = data.draw(st.sampled_from(corpus))
+    mutated = forge.with_json_text(original, text[: LuksLayout.METADATA_BYTES - 4096 - 1])
+    header_property(real_check, original, mutated)
+
+
 # --- The fuzz test is not vacuous ------------------------------------------------------------
 
 
