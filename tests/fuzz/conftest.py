@@ -16,6 +16,7 @@ import pytest
 from hypothesis import settings
 
 from initializer import luks
+from initializer.header_image import new_header_image, read_image
 from initializer.luks_header import METADATA_AREA_BYTES
 from tests.fuzz.profiles import CI, LONG, PROFILE
 
@@ -29,15 +30,15 @@ CORPUS_SIZE = 3
 
 @pytest.fixture(scope="session")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> list[bytes]:
-    """Metadata areas of fresh headers from the real ``cryptsetup luksFormat``, pinned options."""
+    """Metadata areas of fresh headers from the real ``cryptsetup luksFormat``, made the way
+    the Initializer's first start makes them (pinned options, detached in-memory image)."""
     headers = []
     directory = tmp_path_factory.mktemp("corpus")
     for index in range(CORPUS_SIZE):
         image: Path = directory / f"volume-{index}.img"
         with image.open("wb") as data:
             data.truncate(luks.LuksLayout.DATA_OFFSET_BYTES + 4 * 1024 * 1024)
-        luks.luks_format(str(image), secrets.token_bytes(32))
-        with image.open("rb") as data:
-            headers.append(data.read(METADATA_AREA_BYTES))
+        with new_header_image(str(image), secrets.token_bytes(32)) as header:
+            headers.append(read_image(header, 0, METADATA_AREA_BYTES))
         image.unlink()
     return headers
