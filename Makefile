@@ -9,7 +9,7 @@ APT_PACKAGES := cryptsetup-bin e2fsprogs util-linux fdisk mount qemu-system-x86 
                 libudev1 kmod busybox-static iproute2
 VENV_STAMP := $(VENV)/.installed
 
-.PHONY: all deps apt-deps venv lint typecheck unit vm-test test demo demo-securepv bench clean
+.PHONY: all deps apt-deps venv lint typecheck unit vm-test test fuzz demo demo-securepv bench clean
 
 all: test
 
@@ -47,6 +47,11 @@ vm-test: deps
 test: deps lint
 	$(BIN)/pytest -q -rs
 
+# The fuzz targets with a fresh random seed and 20x the examples of the bounded pass that
+# `make test` runs (docs/fuzz.md).
+fuzz: deps
+	HYPOTHESIS_PROFILE=long $(BIN)/pytest tests/fuzz -q --hypothesis-show-statistics
+
 # The whole system: Coordinator, contrast generate/set, the Initializer with a secure PV,
 # a Coordinator restart and recovery, the same data back.
 demo: deps
@@ -60,4 +65,4 @@ bench: deps
 	$(BIN)/python -m tests.bench
 
 clean:
-	rm -rf $(VENV) demo-work bench-work .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) demo-work bench-work .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -11,6 +11,14 @@ detached copy, so that nothing can change between check and use.
 On-disk format: https://gitlab.com/cryptsetup/LUKS2-docs (luks2_doc_wip.pdf). Two copies of
 a 4096-byte binary header, each followed by its JSON area, then the keyslots area, then the
 data segment.
+
+Allow-list, field by field: the only header accepted is one equal to what ``luks_format``
+writes, except for the values that are random per format (UUID, binary-header salts,
+checksums, keyslot and digest salts, the digest, the digest's benchmarked iteration count
+within bounds, the sequence ID within bounds). Both copies must agree byte for byte in their
+JSON and in every binary field but magic, offset, salt and checksum. Every value has one
+spelling: canonical decimal strings, canonical base64, JSON integers that are integers, no
+duplicate keys, zero padding, nothing after a NUL terminator.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ import base64
 import binascii
 import hashlib
 import json
+import re
 import struct
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +46,26 @@ _BINARY = struct.Struct(">6sHQQ48s32s64s40s48sQ184s64s3584s")
 assert _BINARY.size == BINARY_HEADER_BYTES
 _CSUM_OFFSET = 448
 _CSUM_BYTES = 64
+# cryptsetup puts keyslot 0's area at the start of the keyslots area, right after both
+# metadata copies, sized for the AF-split key rounded up to 4 KiB.
+KEYSLOT_AREA_OFFSET = 2 * LuksLayout.METADATA_BYTES
+
+
+def keyslot_area_bytes(integrity: IntegrityProfile) -> int:
+    """Where cryptsetup puts keyslot 0's anti-forensic stripes: the volume key times the
+    stripes, rounded up to 4 KiB."""
+    return -(-integrity.volume_key_bytes * LuksLayout.AF_STRIPES // 4096) * 4096
+
+
+# The header is written once, by luksFormat (cryptsetup 2.6 leaves sequence ID 3), and never
+# updated. Far above what a format writes, far below 2^64: a value near the top is a game
+# with the counter's overflow, not something this project wrote.
+MAX_SEQUENCE_ID = 1 << 16
+# The deepest nesting of the pinned JSON is 4 (metadata, keyslots, "0", area); anything much
+# deeper is not ours, and must not reach code that recurses over it.
+_MAX_JSON_DEPTH = 8
+# libuuid's canonical text form, which cryptsetup writes when no --uuid is given.
+_UUID = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 class HeaderRejected(InitializerError):
@@ -66,6 +95,10 @@ class BinaryHeader:
     subsystem: bytes
     header_offset: int
     checksum: bytes
+    # The raw fixed-size fields, so that bytes after a NUL terminator are checked too.
+    checksum_algorithm_field: bytes
+    uuid_field: bytes
+    padding: bytes
 
 
 @dataclass(frozen=True)
@@ -96,6 +129,9 @@ def parse_binary_header(raw: bytes) -> BinaryHeader:
         subsystem=fields[8],
         header_offset=fields[9],
         checksum=fields[11],
+        checksum_algorithm_field=fields[5],
+        uuid_field=fields[7],
+        padding=fields[10] + fields[12],
     )
 
 
@@ -109,13 +145,44 @@ def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     seen: dict[str, Any] = {}
     for key, value in pairs:
         if key in seen:
-            raise ValueError(f"duplicate JSON key {key!r}")
+            raise ValueError(f"duplicate JSON key '{_key(key)}'")
         seen[key] = value
     return seen
 
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"non-standard JSON constant {name}")
+
+
+def _depth(value: object) -> int:
+    """Nesting depth of parsed JSON, without recursion (a hostile value can be deep)."""
+    deepest = 0
+    pending: list[tuple[object, int]] = [(value, 1)]
+    while pending:
+        item, level = pending.pop()
+        if isinstance(item, dict):
+            children: list[object] = list(item.values())
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, level)
+        if deepest > _MAX_JSON_DEPTH:
+            break
+        pending.extend((child, level + 1) for child in children)
+    return deepest
+
+
+def _key(key: str) -> str:
+    """A JSON key name for a message: escaped (repr without quotes) and bounded."""
+    text = repr(key)[1:-1]
+    return text if len(text) <= 60 else text[:60] + "..."
+
+
+def _show(value: object, limit: int = 60) -> str:
+    """A bounded repr for error messages: attacker values may be long or hold control bytes."""
+    text = repr(value) if not isinstance(value, dict | list) else type(value).__name__
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def parse_json_area(area: bytes) -> tuple[dict[str, Any], bytes]:
@@ -133,6 +200,8 @@ def parse_json_area(area: bytes) -> tuple[dict[str, Any], bytes]:
     )
     if not isinstance(metadata, dict):
         raise ValueError("JSON metadata is not an object")
+    if _depth(metadata) > _MAX_JSON_DEPTH:
+        raise ValueError(f"JSON metadata is nested deeper than {_MAX_JSON_DEPTH} levels")
     return metadata, text
 
 
@@ -146,8 +215,9 @@ class _Checker:
         self.problems.append(message)
 
     def equal(self, where: str, actual: object, expected: object) -> None:
-        if actual != expected or type(actual) is not type(expected):
-            self.fail(f"{where} is {actual!r}, expected {expected!r}")
+        if type(actual) is not type(expected) or actual != expected:
+            shown = _show(actual) if not isinstance(actual, list) else _show_list(actual)
+            self.fail(f"{where} is {shown}, expected {expected!r}")
 
     def keys(self, where: str, obj: object, required: set[str]) -> dict[str, Any] | None:
         if not isinstance(obj, dict):
@@ -159,19 +229,24 @@ class _Checker:
         if missing:
             self.fail(f"{where} lacks {', '.join(missing)}")
         if unknown:
-            self.fail(f"{where} has unexpected {', '.join(repr(k)[1:-1] for k in unknown)}")
+            listed = ", ".join(_key(k) for k in unknown[:8])
+            self.fail(f"{where} has unexpected {listed}{' ...' if len(unknown) > 8 else ''}")
         return obj
 
     def decimal(self, where: str, value: object) -> int | None:
-        """LUKS2 stores 64-bit sizes and offsets as decimal strings."""
+        """LUKS2 stores 64-bit sizes and offsets as decimal strings, canonical ones only."""
         # LUKS2 values are 64-bit: at most 20 digits (and Python refuses int() of huge ones).
+        # Only the form cryptsetup writes: no sign, spaces, leading zeros, hex or exponent,
+        # so that no two strings stand for the same number.
         if (
             not isinstance(value, str)
             or not value.isascii()
             or not value.isdigit()
             or len(value) > 20
+            or str(int(value)) != value
+            or int(value) >= 1 << 64
         ):
-            self.fail(f"{where} is {value!r:.40}, expected a decimal string")
+            self.fail(f"{where} is {_show(value)}, expected a canonical decimal string")
             return None
         return int(value)
 
@@ -186,10 +261,20 @@ class _Checker:
             return
         if len(decoded) != length:
             self.fail(f"{where} has {len(decoded)} bytes, expected {length}")
+        elif base64.b64encode(decoded).decode() != value:
+            # Stray bits in the last character: another spelling of the same bytes.
+            self.fail(f"{where} is not canonical base64")
 
     def integer_in(self, where: str, value: object, low: int, high: int) -> None:
         if type(value) is not int or not low <= value <= high:
-            self.fail(f"{where} is {value!r}, expected an integer from {low} to {high}")
+            self.fail(f"{where} is {_show(value)}, expected an integer from {low} to {high}")
+
+
+def _show_list(values: list[Any]) -> str:
+    if len(values) <= 4 and all(isinstance(v, str | int) for v in values):
+        text = repr(values)
+        return text if len(text) <= 60 else text[:60] + "..."
+    return f"a list of {len(values)} items"
 
 
 def _check_binary(
@@ -201,6 +286,19 @@ def _check_binary(
     check.equal(f"{copy} header size", header.header_size, layout.METADATA_BYTES)
     check.equal(f"{copy} header offset", header.header_offset, offset)
     check.equal(f"{copy} checksum algorithm", header.checksum_algorithm, b"sha256")
+    if any(header.checksum_algorithm_field[len(header.checksum_algorithm) :]):
+        check.fail(f"{copy} checksum algorithm field has bytes after its terminating NUL")
+    if not 1 <= header.sequence_id <= MAX_SEQUENCE_ID:
+        check.fail(
+            f"{copy} header sequence ID is {header.sequence_id}, expected 1 to {MAX_SEQUENCE_ID}"
+        )
+    if _UUID.fullmatch(header.uuid) is None or any(header.uuid_field[len(header.uuid) :]):
+        check.fail(
+            f"{copy} header UUID is {_show(header.uuid_field.rstrip(bytes(1)))}, "
+            "expected a lowercase canonical UUID"
+        )
+    if any(header.padding):
+        check.fail(f"{copy} header has non-zero padding")
     if any(header.label):
         check.fail(f"{copy} header has a label; this project writes none")
     if any(header.subsystem):
@@ -365,19 +463,15 @@ def _check_keyslot(check: _Checker, slot: object, integrity: IntegrityProfile) -
         check.equal("keyslot 0 area type", area.get("type"), "raw")
         check.equal("keyslot 0 area encryption", area.get("encryption"), layout.CIPHER)
         check.equal("keyslot 0 area key_size", area.get("key_size"), layout.KEY_BYTES)
+        # Exactly where cryptsetup puts it: right after both metadata copies, sized for the
+        # AF-split key. Anything else could overlap the metadata, the data segment or (once
+        # there are several) another keyslot, or leave room for material that is not ours.
         offset = check.decimal("keyslot 0 area offset", area.get("offset"))
+        if offset is not None:
+            check.equal("keyslot 0 area offset", offset, KEYSLOT_AREA_OFFSET)
         size = check.decimal("keyslot 0 area size", area.get("size"))
-        if offset is not None and size is not None:
-            # The keyslot area must lie inside the keyslots area: after both metadata copies
-            # and before the data segment, so key material and data never overlap.
-            start = 2 * layout.METADATA_BYTES
-            end = start + layout.KEYSLOTS_BYTES
-            needed = integrity.volume_key_bytes * layout.AF_STRIPES
-            if not (start <= offset and offset + size <= end and size >= needed):
-                check.fail(
-                    f"keyslot 0 area [{offset}, {offset + size}) is not inside the keyslots "
-                    f"area [{start}, {end}) or is smaller than {needed} bytes"
-                )
+        if size is not None:
+            check.equal("keyslot 0 area size", size, keyslot_area_bytes(integrity))
 
     kdf = check.keys("keyslot 0 kdf", keyslot.get("kdf"), {"type", "hash", "iterations", "salt"})
     if kdf is not None:
@@ -434,7 +528,7 @@ def check_header(
             f"the metadata copies have sequence IDs {primary.sequence_id} and "
             f"{secondary.sequence_id}; this project always writes both together"
         )
-    if secondary.uuid != primary.uuid:
+    if secondary.uuid_field != primary.uuid_field:
         check.fail("the two metadata copies name different UUIDs")
     data_offset = _check_metadata(check, metadata, device_bytes, integrity)
     if check.problems or data_offset is None:

@@ -95,7 +95,7 @@ def test_header_without_integrity_is_refused_when_integrity_is_configured(
         ),
         (
             lambda m: m["keyslots"]["0"]["area"].update(size="258048"),
-            "is smaller than 384000 bytes",
+            "keyslot 0 area size is 258048, expected 385024",
         ),
     ],
     ids=["other-mac", "journal-integrity", "extra-key", "not-object", "short-key", "short-area"],

@@ -1,0 +1,44 @@
+"""Hypothesis profiles for the fuzz tests, and the corpus of real headers they start from.
+
+``ci`` (the default, used by a plain ``pytest`` run): derandomized, so every run tries the
+same examples and a red run is reproducible; a few hundred examples per target, well under a
+minute for all targets together. ``long`` (``make fuzz``, or HYPOTHESIS_PROFILE=long): a
+random seed each run and twenty times the examples; a failure prints the blob that replays it
+(``@reproduce_failure``). Neither profile writes an example database into the work tree.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+import pytest
+from hypothesis import settings
+
+from initializer import luks
+from initializer.header_image import new_header_image, read_image
+from initializer.luks_header import METADATA_AREA_BYTES
+from tests.fuzz.profiles import CI, LONG, PROFILE
+
+settings.register_profile("ci", parent=None, **CI)
+settings.register_profile("long", parent=None, **LONG)
+settings.load_profile(PROFILE)
+
+
+CORPUS_SIZE = 3
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> list[bytes]:
+    """Metadata areas of fresh headers from the real ``cryptsetup luksFormat``, made the way
+    the Initializer's first start makes them (pinned options, detached in-memory image)."""
+    headers = []
+    directory = tmp_path_factory.mktemp("corpus")
+    for index in range(CORPUS_SIZE):
+        image: Path = directory / f"volume-{index}.img"
+        with image.open("wb") as data:
+            data.truncate(luks.LuksLayout.DATA_OFFSET_BYTES + 4 * 1024 * 1024)
+        with new_header_image(str(image), secrets.token_bytes(32)) as header:
+            headers.append(read_image(header, 0, METADATA_AREA_BYTES))
+        image.unlink()
+    return headers
