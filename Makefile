@@ -48,7 +48,7 @@ test: deps lint
 	$(BIN)/pytest -q -rs
 
 # The fuzz targets with a fresh random seed and 20x the examples of the bounded pass that
-# `make test` runs (docs/fuzz.md).
+# `make test` runs (README, Fuzzing).
 fuzz: deps
 	HYPOTHESIS_PROFILE=long $(BIN)/pytest tests/fuzz -q --hypothesis-show-statistics
 

@@ -172,7 +172,8 @@ def attest_and_serve(environ: Mapping[str, str]) -> None:
     show_default=True,
     help="Integrity protection: hmac-sha256 makes reads of blocks changed outside the guest "
     "fail instead of returning wrong data (costs space and write throughput; see "
-    "docs/integrity.md). A volume always opens only with the setting it was formatted with.",
+    "README, Integrity protection). A volume always opens only with the setting it was "
+    "formatted with.",
 )
 def cryptsetup_command(
     device_path: str,

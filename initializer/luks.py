@@ -19,7 +19,7 @@ Parameters (documented in the README, checked field by field in ``luks_header``)
   ``hmac-sha256``: dm-crypt's ``authenc(hmac(sha256),xts(aes))`` over dm-integrity, a 768-bit
   volume key (512 bits XTS + 256 bits HMAC), a 32-byte tag per 4 KiB sector, the
   dm-integrity journal on, no initial wipe (sectors never written read as errors; see
-  docs/integrity.md and ``securepv.make_file_system``). No AEAD with random nonces
+  the README, *Integrity protection*, and ``securepv.make_file_system``). No AEAD with random nonces
   (aes-gcm-random, chacha20-random): 96-bit random IVs collide after about 2^32 sector
   writes, and a GCM nonce collision leaks the authentication key; hmac-sha256 has no nonce.
 

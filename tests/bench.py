@@ -13,7 +13,7 @@ baseline (b). For each size:
   and cryptsetup's default iteration time, ext4 with mkfs defaults, mounted with
   ``-o sync,data=journal``.
 
-Integrity (docs/integrity.md): the Initializer's first and later start with
+Integrity (README, Integrity protection): the Initializer's first and later start with
 ``--integrity hmac-sha256`` on their own 1 GiB and 64 GiB devices, and sequential write
 throughput (WRITE_MIB written in 1 MiB writes to a file on the mounted volume with the
 project's mount options, fsync at the end, page cache dropped before) through the mapping
