@@ -207,14 +207,10 @@ def write_files(directory: Path, trial: str) -> None:
         report("acked", trial=trial, count=index)
 
 
-def power_off(trial: str, delay: float, expected: str) -> None:
-    app_device, previous_device, new_device = "/dev/vda", "/dev/vdb", "/dev/vdc"
-    secret = write_secret(POD / "secret", "ab" * 32)  # the same workload in every boot
-    state = POD / "state"
-    make_shared_mount_point(state)
-
+def start_previous_device(device: str, secret: Path) -> None:
+    """A fresh start on the device the last power cut hit, in the middle of its first start."""
     previous = Initializer(
-        previous_device, POD / "prev", secret, POD / "prev-done", propagation="private"
+        device, POD / "prev", secret, POD / "prev-done", propagation="private"
     ).start("previous")
     ready = previous.wait_ready()
     status, _ = previous.terminate() if ready is not None else (previous.wait_exit(), 0.0)
@@ -224,8 +220,17 @@ def power_off(trial: str, delay: float, expected: str) -> None:
         status=status,
         resumed="event=first-start-unfinished" in previous.output(),
         errors=previous.errors(),
-        state=read_state(previous_device).value,
+        state=read_state(device).value,
     )
+
+
+def power_off(trial: str, delay: float, expected: str) -> None:
+    app_device, previous_device, new_device = "/dev/vda", "/dev/vdb", "/dev/vdc"
+    secret = write_secret(POD / "secret", "ab" * 32)  # the same workload in every boot
+    state = POD / "state"
+    make_shared_mount_point(state)
+
+    start_previous_device(previous_device, secret)
 
     app_volume = Initializer(app_device, state, secret, POD / "done").start("app-volume")
     ready = app_volume.wait_ready()
@@ -266,19 +271,7 @@ def power_off(trial: str, delay: float, expected: str) -> None:
 def verify(expected: str) -> None:
     """The last boot of a chain: only the fresh starts, no new power cut."""
     secret = write_secret(POD / "secret", "ab" * 32)
-    previous = Initializer(
-        "/dev/vdb", POD / "prev", secret, POD / "prev-done", propagation="private"
-    ).start("previous")
-    ready = previous.wait_ready()
-    status, _ = previous.terminate() if ready is not None else (previous.wait_exit(), 0.0)
-    report(
-        "previous-device",
-        ready=ready is not None,
-        status=status,
-        resumed="event=first-start-unfinished" in previous.output(),
-        errors=previous.errors(),
-        state=read_state("/dev/vdb").value,
-    )
+    start_previous_device("/dev/vdb", secret)
     state = POD / "state"
     make_shared_mount_point(state)
     app_volume = Initializer("/dev/vda", state, secret, POD / "done").start("app-volume")

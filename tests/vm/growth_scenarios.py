@@ -22,11 +22,16 @@ from pathlib import Path
 from initializer import luks
 from tests.vm import guest
 from tests.vm.guest import (
+    SECTOR,
     Initializer,
+    create,
     fail_if_not_root,
+    linear_table,
     make_shared_mount_point,
     mappings,
     mounted_at,
+    remove,
+    resize,
     run_to_completion,
     sha256_of,
     write_secret,
@@ -34,29 +39,18 @@ from tests.vm.guest import (
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
-SECTOR = 512
 POD = Path("/tmp/pod")
 STATE = POD / "state"
 DONE = POD / "done"
 DATA_FILE = STATE / "data.bin"
 # What a format writes first: the LUKS2 header and keyslots area, then the first MiB of ext4.
 HEADER_REGION_BYTES = luks.LuksLayout.DATA_OFFSET_BYTES + MiB
-# libdevmapper creates the /dev/mapper nodes itself, as the Initializer's cryptsetup does.
-DM_ENV = {**os.environ, "DM_DISABLE_UDEV": "1"}
 STARTED = time.monotonic()
 
 
 def report(step: str, **facts: object) -> None:
     """A RESULT line with the seconds since the scenario started (where a boot's time goes)."""
     guest.report(step, at_seconds=round(time.monotonic() - STARTED, 1), **facts)
-
-
-def dmsetup(*args: str) -> None:
-    subprocess.run(["dmsetup", *args], check=True, env=DM_ENV, capture_output=True)
-
-
-def linear_table(disk: str, size: int) -> str:
-    return f"0 {size // SECTOR} linear {disk} 0"
 
 
 def error_table(disk: str, disk_bytes: int, error_offset: int, error_bytes: int) -> str:
@@ -70,20 +64,6 @@ def error_table(disk: str, disk_bytes: int, error_offset: int, error_bytes: int)
         rest = start + length
         lines.append(f"{rest} {total - rest} linear {disk} {rest}")
     return "\n".join(lines)
-
-
-def create(name: str, table: str) -> str:
-    dmsetup("create", "--noudevsync", name, "--table", table)
-    return f"/dev/mapper/{name}"
-
-
-def resize(name: str, table: str) -> None:
-    dmsetup("reload", "--noudevsync", name, "--table", table)
-    dmsetup("resume", "--noudevsync", name)
-
-
-def remove(name: str) -> None:
-    dmsetup("remove", "--noudevsync", name)
 
 
 def statvfs_bytes(path: Path) -> int:

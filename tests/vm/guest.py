@@ -165,6 +165,35 @@ def run_to_completion(init: Initializer, name: str, timeout: float = 240.0) -> d
     return {"status": init.wait_exit(timeout), "became_ready": False, "errors": init.errors()}
 
 
+# Device-mapper tables over the VM's disks: devices that grow, shrink or fail, as a storage
+# provider's do. libdevmapper creates the /dev/mapper nodes itself, as the Initializer's
+# cryptsetup does.
+SECTOR = 512
+DM_ENV = {**os.environ, "DM_DISABLE_UDEV": "1"}
+
+
+def dmsetup(*args: str) -> None:
+    subprocess.run(["dmsetup", *args], check=True, env=DM_ENV, capture_output=True)
+
+
+def linear_table(disk: str, size: int) -> str:
+    return f"0 {size // SECTOR} linear {disk} 0"
+
+
+def create(name: str, table: str) -> str:
+    dmsetup("create", "--noudevsync", name, "--table", table)
+    return f"/dev/mapper/{name}"
+
+
+def resize(name: str, table: str) -> None:
+    dmsetup("reload", "--noudevsync", name, "--table", table)
+    dmsetup("resume", "--noudevsync", name)
+
+
+def remove(name: str) -> None:
+    dmsetup("remove", "--noudevsync", name)
+
+
 def fail_if_not_root() -> None:
     if os.geteuid() != 0:
         sys.exit("scenarios must run as root inside the microVM")
