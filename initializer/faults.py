@@ -5,8 +5,8 @@ Inert in the ``initializer`` command: nothing in the installed package arms it. 
 test entry point ``python -m tests.vm.faulty_initializer`` (in the test tree, never part of
 an image) reads the switch from the environment and calls :func:`arm`:
 
-- ``CONTRAST_FAULT_INJECTION=after:STEP`` stops right after STEP (one of
-  ``FIRST_START_BOUNDARIES``): the point is announced, then the process waits to be killed.
+- ``CONTRAST_FAULT_INJECTION=after:STEP`` stops right after STEP (one of ``BOUNDARIES``):
+  the point is announced, then the process waits to be killed.
 - ``CONTRAST_FAULT_INJECTION=during:STEP`` announces that STEP's external command (one of
   ``COMMANDS``) is about to start and carries on, so the test can kill it mid-command.
 - ``CONTRAST_FAULT_SIGNAL=FILE``: where the announcement (the point's name) is written.
@@ -35,7 +35,13 @@ FIRST_START_BOUNDARIES = (
     "mount",
     "done",
 )
-COMMANDS = ("luks-format", "luks-open", "mkfs")
+# A later start passes "probe", "luks-open", "mount" and "done" too, and grows the file
+# system when the device grew; SIGTERM's teardown passes the last two.
+GROWTH_BOUNDARIES = ("grow-file-system",)
+TEARDOWN_BOUNDARIES = ("done-removed", "unmount")
+BOUNDARIES = FIRST_START_BOUNDARIES + GROWTH_BOUNDARIES + TEARDOWN_BOUNDARIES
+FIRST_START_COMMANDS = ("luks-format", "luks-open", "mkfs")
+COMMANDS = (*FIRST_START_COMMANDS, "grow-file-system")
 
 _point: str | None = None
 _signal_file: Path | None = None
@@ -46,7 +52,7 @@ class FaultPlanInvalid(ValueError):
 
 
 def arm(point: str, signal_file: Path) -> None:
-    known = [f"after:{name}" for name in FIRST_START_BOUNDARIES]
+    known = [f"after:{name}" for name in BOUNDARIES]
     known += [f"during:{name}" for name in COMMANDS]
     if point not in known:
         raise FaultPlanInvalid(f"unknown fault point {point!r}; known: {', '.join(known)}")

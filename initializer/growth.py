@@ -26,6 +26,7 @@ from pathlib import Path
 
 from contrast.log import event, step
 from contrast.process import CommandError, require_binary, run
+from initializer import faults
 from initializer.device import read_region
 from initializer.errors import InitializerError
 
@@ -193,7 +194,8 @@ def grow_file_system(sizes: Sizes, mapping: Path, mount_point: Path) -> None:
         try:
             # Given the device and no size, resize2fs finds it mounted and grows it online
             # to the device's size (EXT4_IOC_RESIZE_FS).
-            run([resize2fs, str(mapping)], timeout=RESIZE_TIMEOUT_SECONDS)
+            with faults.during("grow-file-system"):
+                run([resize2fs, str(mapping)], timeout=RESIZE_TIMEOUT_SECONDS)
         except CommandError as exc:
             raise GrowthFailed(
                 f"{sizes.device}: the device grew, but growing its ext4 file system online "

@@ -336,7 +336,7 @@ def make_file_system(mapping: Path, integrity: luks.IntegrityProfile) -> None:
     record says so: nothing but that first start ever wrote to it), then flush it all to the
     device, so that the record can say "initialized" next."""
     mkfs = require_binary("mkfs.ext4", MKFS_PACKAGE)
-    options = mkfs_options(integrity, _size_of(mapping))
+    options = mkfs_options(integrity, growth.mapping_size(mapping))
     if integrity.segment_integrity is not None:
         with step(log, "integrity-prepare", mapping=mapping) as fields:
             blocks = blocks_mkfs_reads(mkfs, mapping, options)
@@ -347,14 +347,6 @@ def make_file_system(mapping: Path, integrity: luks.IntegrityProfile) -> None:
         flush(mapping)
 
 
-def _size_of(path: Path) -> int:
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        return os.lseek(fd, 0, os.SEEK_END)
-    finally:
-        os.close(fd)
-
-
 @contextlib.contextmanager
 def mounted(source: Path, target: Path) -> Iterator[None]:
     with step(log, "mount", source=source, target=target):
@@ -363,6 +355,7 @@ def mounted(source: Path, target: Path) -> Iterator[None]:
         yield
     finally:
         unmount_patiently(target)
+        faults.boundary("unmount")
 
 
 def unmount_patiently(target: Path) -> None:
@@ -410,6 +403,7 @@ def done_marker(path: Path, mount_point: Path) -> Iterator[None]:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
         event(log, "done-removed", path=path)
+        faults.boundary("done-removed")
 
 
 def check_tools() -> None:
@@ -491,6 +485,8 @@ def secure_pv(config: SecurePVConfig) -> Iterator[BlockDevice]:
         stack.enter_context(mounted(mapping, config.mount_point))
         faults.boundary("mount")
         growth.grow_file_system(sizes, mapping, config.mount_point)
+        if sizes.needs_growth:
+            faults.boundary("grow-file-system")
         ensure_writable(config.mount_point)
         termination.check()
         stack.enter_context(done_marker(config.done_path, config.mount_point))

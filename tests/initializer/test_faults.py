@@ -57,3 +57,17 @@ def test_the_initializer_command_never_reads_the_switch() -> None:
         if "arm_from_environment" in path.read_text() and path.name != "faults.py"
     ]
     assert readers == []
+
+
+def test_later_start_growth_and_teardown_points_can_be_armed(tmp_path: Path) -> None:
+    for point in ("after:grow-file-system", "during:grow-file-system", "after:unmount"):
+        faults.arm(point, tmp_path / "signal")
+    with pytest.raises(faults.FaultPlanInvalid):
+        faults.arm("during:unmount", tmp_path / "signal")  # no external command there
+
+
+def test_first_start_commands_are_a_first_start_subset() -> None:
+    # The first-start crash test waits for each of these; a later-start-only command in the
+    # list would make it wait for a point a first start never passes.
+    assert set(faults.FIRST_START_COMMANDS) <= set(faults.COMMANDS)
+    assert "grow-file-system" not in faults.FIRST_START_COMMANDS

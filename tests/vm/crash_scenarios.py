@@ -166,7 +166,7 @@ def kills(device: str) -> None:
     secret = write_secret(POD / "secret", secrets.token_hex(32))
     mount_point, done = POD / "state", POD / "done"
     points = [f"after:{name}" for name in faults.FIRST_START_BOUNDARIES]
-    points += [f"during:{name}" for name in faults.COMMANDS]
+    points += [f"during:{name}" for name in faults.FIRST_START_COMMANDS]
     for point in points:
         kill_at(point, device, secret, mount_point, done)
 

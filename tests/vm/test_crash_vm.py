@@ -7,6 +7,10 @@
   shutdown) at a random moment while a first start runs on one device and an application
   writes and fsyncs files on another. Each next boot: the interrupted device must start,
   and every file the application had fsynced must be there, intact.
+- A volume holding data: the Initializer SIGKILLed at every point of a later start (also
+  while cryptsetup open or an online growth runs, and while the pod runs and the
+  application writes) and of SIGTERM's teardown; the next start must open the same volume
+  with every fsynced file intact (tests/vm/data_kill_scenarios.py).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import Any
 import pytest
 
 from initializer import faults
+from tests.vm import data_kill_scenarios
 from tests.vm.boot import RUNNER, Steps, boot
 from tests.vm.guest import RESULT_PREFIX
 
@@ -27,7 +32,7 @@ pytestmark = pytest.mark.vm
 
 MiB = 1024 * 1024
 BOUNDARIES = [f"after:{name}" for name in faults.FIRST_START_BOUNDARIES]
-DURING = [f"during:{name}" for name in faults.COMMANDS]
+DURING = [f"during:{name}" for name in faults.FIRST_START_COMMANDS]
 # Points at which nothing has been written to the device yet.
 BEFORE_ANY_WRITE = ["after:probe"]
 # Points after the record says "initialized": the volume may hold application data.
@@ -167,3 +172,62 @@ def test_no_file_the_application_fsynced_is_lost_to_a_power_cut(
         sum(facts.get("acked", 0) for facts in power_cuts)
         == power_cuts[-1]["app-volume"]["checked"]
     )
+
+
+# An Initializer killed during a later start or a shutdown, on a volume holding data.
+DATA_POINTS = data_kill_scenarios.POINTS
+
+
+@pytest.fixture(scope="module")
+def data_kills(tmp_path_factory: pytest.TempPathFactory) -> Steps:
+    disk = sparse_disk(tmp_path_factory.mktemp("data-kills") / "volume.img", 2048 * MiB)
+    return boot([disk], "tests.vm.data_kill_scenarios")
+
+
+def test_the_volume_with_data_starts_before_the_kills(data_kills: Steps) -> None:
+    first = data_kills["first-start"]
+    assert first["ready"], first["errors"]
+    assert first["status"] == 0
+
+
+@pytest.mark.parametrize("point", DATA_POINTS)
+def test_killed_at_any_point_of_a_later_start_or_shutdown_no_fsynced_file_is_lost(
+    data_kills: Steps, point: str
+) -> None:
+    facts = data_kills[f"kill {point}"]
+    assert facts["reached"], facts["faulty_output"]
+    assert facts["fresh_ready"], facts["fresh_errors"]
+    assert facts["fresh_status"] == 0
+    assert facts["missing"] == [] and facts["corrupt"] == []
+    assert facts["checked"] > 0
+
+
+@pytest.mark.parametrize("point", DATA_POINTS)
+def test_a_volume_with_data_is_opened_again_never_formatted(data_kills: Steps, point: str) -> None:
+    facts = data_kills[f"kill {point}"]
+    assert not facts["formatted_again"]
+    assert facts["uuid_kept"]
+    assert facts["state_after_fresh"] == "initialized"
+    assert facts["mappings"] == []
+
+
+def test_the_application_was_writing_when_the_running_pod_was_killed(data_kills: Steps) -> None:
+    assert data_kills["kill after:done"]["acked_before_kill"] >= 2
+
+
+@pytest.mark.parametrize("point", [p for p in DATA_POINTS if p.startswith("during:")])
+def test_the_kill_lands_while_the_later_start_runs_its_command(
+    data_kills: Steps, point: str
+) -> None:
+    assert data_kills[f"kill {point}"]["command_running_at_kill"] is True
+
+
+@pytest.mark.parametrize("point", data_kill_scenarios.GROWTH)
+def test_a_growth_cut_short_by_a_kill_is_completed_by_the_next_start(
+    data_kills: Steps, point: str
+) -> None:
+    facts = data_kills[f"kill {point}"]
+    assert facts["still_smaller_than_mapping"] is False
+    # The mapping is the device less the 16 MiB header area; ext4 fills it to the block.
+    data_area = facts["device_bytes"] - 16 * MiB
+    assert data_area - 4096 < facts["file_system_bytes"] <= data_area
