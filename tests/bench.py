@@ -237,6 +237,16 @@ def host_startup_ms(runs: int = 15) -> dict[str, float]:
     }
 
 
+def step_medians(rows: list[dict[str, Any]], size: str, kind: str) -> str:
+    """Each step's median duration (ms) over the rounds of one kind of start on one size."""
+    runs = [r["steps"] for r in rows if r.get("size") == size and r.get("kind") == kind]
+    names = sorted({name for run in runs for name in run})
+    return ", ".join(
+        f"{name} {statistics.median(run[name] for run in runs if name in run):.0f}"
+        for name in names
+    )
+
+
 def report(rows: list[dict[str, Any]], host: dict[str, float], rounds: int) -> int:
     def median(size: str | None, kind: str, field: str) -> float:
         values = [
@@ -281,13 +291,7 @@ def report(rows: list[dict[str, Any]], host: dict[str, float], rounds: int) -> i
     print("\n-- where the Initializer's own work goes (median ms per step) --")
     for kind in ("initializer-first", "initializer-later"):
         for size in SIZES:
-            runs = [r["steps"] for r in rows if r.get("size") == size and r.get("kind") == kind]
-            names = sorted({name for run in runs for name in run})
-            parts = [
-                f"{name} {statistics.median(run[name] for run in runs if name in run):.0f}"
-                for name in names
-            ]
-            print(f"  {kind.removeprefix('initializer-')} {size}: {', '.join(parts)}")
+            print(f"  {kind.removeprefix('initializer-')} {size}: {step_medians(rows, size, kind)}")
     growth_first = own_first["64 GiB"] / own_first["1 GiB"]
     growth_later = own_later["64 GiB"] / own_later["1 GiB"]
     print(
@@ -318,13 +322,8 @@ def report(rows: list[dict[str, Any]], host: dict[str, float], rounds: int) -> i
         print(f"  {label:22}{cells[0]:>22}{cells[1]:>22}")
     for kind in ("integrity-first", "integrity-later"):
         for size in SIZES:
-            runs = [r["steps"] for r in rows if r.get("size") == size and r.get("kind") == kind]
-            names = sorted({name for run in runs for name in run})
-            parts = [
-                f"{name} {statistics.median(run[name] for run in runs if name in run):.0f}"
-                for name in names
-            ]
-            print(f"  steps {kind.removeprefix('integrity-')} hmac {size}: {', '.join(parts)}")
+            steps = step_medians(rows, size, kind)
+            print(f"  steps {kind.removeprefix('integrity-')} hmac {size}: {steps}")
     int_growth = median("64 GiB", "integrity-first", "work_ms") / median(
         "1 GiB", "integrity-first", "work_ms"
     )
