@@ -8,8 +8,9 @@ nor the file system ever writes.
 
 The first start goes through it like this::
 
-    probe: blank  ->  header image made and checked in memory (the device untouched)
-                  ->  record "formatting", flushed          <- the first byte ever written
+    probe: blank  ->  record "formatting", flushed          <- the first byte ever written
+                  ->  header image made by cryptsetup in memory and checked (with
+                      integrity, cryptsetup also formats dm-integrity on the device)
                   ->  header copied to the device, flushed
                   ->  open, mkfs, mapping flushed
                   ->  record "initialized", flushed
