@@ -15,19 +15,29 @@ new size and only ext4 lags behind. So, on every start, after the mapping is ope
 A mapping left open by an earlier Initializer keeps its old size, but it is closed at start
 (``remove_stale_mapping``) and opened again, so it always spans the device as it is now.
 A device that grows while the Initializer runs is grown at the next start.
+
+With integrity protection the mapping's size is not the device's: cryptsetup sizes the
+dm-integrity device from its superblock (``provided_data_sectors``), which the kernel
+updates to the grown device only while it activates the mapping. So the first open after
+a growth still has the old size; the Initializer sees the superblock now offering more and
+opens the mapping once more (:func:`integrity_offers_more`). The new sectors were never
+written and carry no valid tag, so every read of them fails: before resize2fs they are
+written with zeros once (:func:`prepare_integrity_growth`).
 """
 
 from __future__ import annotations
 
+import errno
 import logging
+import mmap
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from contrast.log import event, step
 from contrast.process import CommandError, require_binary, run
-from initializer import faults
-from initializer.device import read_region
+from initializer import faults, termination
+from initializer.device import DeviceError, read_region
 from initializer.errors import InitializerError
 
 log = logging.getLogger("initializer")
@@ -48,6 +58,14 @@ _EXT4_MAGIC = 0xEF53
 _INCOMPAT_64BIT = 0x80
 # Block sizes from 1 KiB (log 0) to 64 KiB (log 6), the largest the kernel mounts.
 _MAX_LOG_BLOCK_SIZE = 6
+
+# dm-integrity's superblock, at the start of the LUKS2 data segment of a volume with
+# integrity protection (the kernel's drivers/md/dm-integrity.c, struct superblock).
+DM_INTEGRITY_MAGIC = b"integrt\0"
+_PROVIDED_DATA_SECTORS = 16
+_DM_INTEGRITY_SUPERBLOCK_BYTES = 512
+INTEGRITY_TAG_BYTES = 32  # hmac-sha256, per 4 KiB sector
+ZERO_CHUNK_BYTES = 1024 * 1024
 
 
 class SuperblockInvalid(InitializerError):
@@ -161,6 +179,50 @@ def mapping_size(mapping: Path) -> int:
         os.close(fd)
 
 
+def integrity_provided_bytes(device: str, data_offset: int) -> int | None:
+    """How many bytes of data dm-integrity's superblock says the device provides, or None
+    if there is no dm-integrity superblock at the data offset.
+
+    The superblock is the storage provider's to change: the figure only decides whether to
+    open the mapping once more, which cryptsetup sizes from the same superblock anyway, and
+    what a refusal says; the ext4 size check after the open does not depend on it.
+    """
+    superblock = read_region(device, data_offset, _DM_INTEGRITY_SUPERBLOCK_BYTES)
+    if superblock[: len(DM_INTEGRITY_MAGIC)] != DM_INTEGRITY_MAGIC:
+        return None
+    sectors = int.from_bytes(
+        superblock[_PROVIDED_DATA_SECTORS : _PROVIDED_DATA_SECTORS + 8], "little"
+    )
+    return sectors * 512
+
+
+def integrity_offers_more(device: str, data_offset: int, mapping: Path) -> bool:
+    """Whether the dm-integrity device, just activated, now offers more than its mapping
+    (the device grew: activation updated the superblock, but not the mapping's size)."""
+    provided = integrity_provided_bytes(device, data_offset)
+    return provided is not None and provided > mapping_size(mapping)
+
+
+def check_integrity_area_fits(device: str, data_offset: int, device_bytes: int) -> None:
+    """After ``cryptsetup open`` failed on a volume with integrity protection: refuse it as
+    shrunk if its dm-integrity area no longer fits on the device (dm-integrity then refuses
+    the mapping with EINVAL); otherwise let the open's own error stand."""
+    provided = integrity_provided_bytes(device, data_offset)
+    if provided is None:
+        return
+    # The data and one 32-byte tag per 4 KiB sector; dm-integrity's journal comes on top.
+    needed = data_offset + provided + provided // 4096 * INTEGRITY_TAG_BYTES
+    if needed > device_bytes:
+        raise DeviceShrunk(
+            f"{device} is smaller than the volume on it: its dm-integrity area provides "
+            f"{provided} bytes of data, which with their integrity tags need more than the "
+            f"{device_bytes} bytes the device now has (the device shrank). Shrinking a "
+            "secure PV is not supported; the volume was not opened and the device was not "
+            f"changed. Restore the device to its earlier size (at least {needed} bytes plus "
+            "dm-integrity's journal), then start again."
+        )
+
+
 def check_volume_fits(device: str, mapping: Path, data_offset: int) -> Sizes:
     """Before mounting: the file system's and the mapping's sizes; raises DeviceShrunk."""
     sizes = compare_sizes(
@@ -177,10 +239,69 @@ def check_volume_fits(device: str, mapping: Path, data_offset: int) -> Sizes:
     return sizes
 
 
-def grow_file_system(sizes: Sizes, mapping: Path, mount_point: Path) -> None:
+def prepare_integrity_growth(sizes: Sizes, mapping: Path) -> None:
+    """Write zeros once over the mapping beyond the file system, before it grows.
+
+    The sectors a growth adds were never written, so they carry no valid integrity tag and
+    every read of them fails, and the kernel's online resize reads some of them (the new last
+    block, descriptor and bitmap blocks of the new groups): the first try in the microVM
+    left the file system half grown and read-only. Written once, they read as zeros, as on a
+    volume without integrity. The start of the range is the file system's end as the mounted
+    kernel sees it (its live superblock, which includes a growth that the journal replayed at
+    mount), so nothing written holds data. The cost is proportional to the growth, not to
+    the device; a start killed in the middle writes the range again.
+    """
+    live = read_file_system_size(sizes.device, mapping).size_bytes
+    if live >= sizes.mapping_bytes:
+        return
+    with step(
+        log,
+        "integrity-prepare-growth",
+        device=sizes.device,
+        offset=live,
+        bytes=sizes.mapping_bytes - live,
+    ):
+        zero_range(mapping, live, sizes.mapping_bytes, name=f"{sizes.device} (opened as {mapping})")
+
+
+def zero_range(path: Path, start: int, end: int, name: str) -> None:
+    """Write zeros from ``start`` to ``end`` (both multiples of 4 KiB) with O_DIRECT, then
+    flush: nothing goes through the page cache, whose dirty pages the container's memory
+    limit would have to hold."""
+    buffer = mmap.mmap(-1, ZERO_CHUNK_BYTES)  # page-aligned and zero-filled, as O_DIRECT needs
+    view = memoryview(buffer)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_DIRECT | os.O_CLOEXEC)
+        try:
+            position = start
+            while position < end:
+                termination.check()
+                written = os.pwrite(fd, view[: min(ZERO_CHUNK_BYTES, end - position)], position)
+                if written <= 0:
+                    raise OSError(errno.EIO, os.strerror(errno.EIO))
+                position += written
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise DeviceError(
+            f"{name}: writing zeros from offset {start} to {end} failed ({exc.strerror}). "
+            "Nothing beyond the file system was in use; check the volume's health, then start "
+            "again (the next start writes the range again)."
+        ) from None
+    finally:
+        view.release()
+        buffer.close()
+
+
+def grow_file_system(
+    sizes: Sizes, mapping: Path, mount_point: Path, *, integrity: bool = False
+) -> None:
     """After mounting: grow ext4 online to fill the mapping, if the device grew."""
     if not sizes.needs_growth:
         return
+    if integrity:
+        prepare_integrity_growth(sizes, mapping)
     resize2fs = require_binary("resize2fs", E2FSPROGS_PACKAGE)
     old_bytes = sizes.file_system.size_bytes
     with step(

@@ -238,6 +238,40 @@ def close(name: str, *, deferred: bool = False) -> None:
     cryptsetup(["close", *(["--deferred"] if deferred else []), name])
 
 
+# While it formats dm-integrity (a volume with integrity protection), cryptsetup stacks a
+# device of this name on the data device for a moment; a SIGKILL then leaves it behind.
+TEMPORARY_DEVICE_PREFIX = "temporary-cryptsetup-"
+DMSETUP_PACKAGE = "dmsetup"
+
+
+def temporary_devices_on(device: str, sys_block: Path = Path("/sys/block")) -> list[str]:
+    """The names of cryptsetup's temporary device-mapper devices stacked on ``device``."""
+    rdev = os.stat(device).st_rdev
+    kernel_name = Path(f"/sys/dev/block/{os.major(rdev)}:{os.minor(rdev)}").resolve().name
+    found = []
+    for dm in sorted(sys_block.glob("dm-*")):
+        try:
+            name = (dm / "dm" / "name").read_text().strip()
+        except OSError:  # removed while we looked
+            continue
+        if name.startswith(TEMPORARY_DEVICE_PREFIX) and (dm / "slaves" / kernel_name).exists():
+            found.append(name)
+    return found
+
+
+def remove_device(name: str) -> None:
+    """Remove a device-mapper device that cryptsetup does not manage (``dmsetup remove``)."""
+    binary = require_binary("dmsetup", DMSETUP_PACKAGE)
+    try:
+        run(
+            [binary, "remove", "--noudevsync", name],
+            timeout=_TIMEOUT_SECONDS,
+            env=_cryptsetup_environment(),
+        )
+    except CommandError as exc:
+        raise CryptsetupFailed(str(exc)) from exc
+
+
 def mapping_path(name: str) -> Path:
     return Path("/dev/mapper") / name
 

@@ -25,7 +25,7 @@ from contrast.log import event, step
 from contrast.process import require_binary, run
 from contrast.retry import GaveUp, retry_briefly
 from initializer import faults, growth, luks, mount, state, termination
-from initializer.device import BlockDevice, read_region, wait_for_block_device
+from initializer.device import BlockDevice, read_region, wait_for_block_device, write_durably
 from initializer.errors import InitializerError, UsageError
 from initializer.header_image import (
     copy_header_to_device,
@@ -149,16 +149,38 @@ def opened_mapping(
         keyslot = read_region(device.path, header.keyslot_area_offset, header.keyslot_area_size)
     luks.require_device_mapper(device.path)
     pieces = [(0, metadata), (header.keyslot_area_offset, keyslot)]
-    with (
-        sealed_header_copy(pieces, header.data_offset) as header_path,
-        step(log, "luks-open", device=device.path, mapping=name),
-        faults.during("luks-open"),
-    ):
-        luks.open_with_detached_header(device.path, header_path, name, key)
     try:
+        with sealed_header_copy(pieces, header.data_offset) as header_path:
+            open_mapping(device, header, header_path, name, key, integrity)
+            if integrity.segment_integrity is not None and growth.integrity_offers_more(
+                device.path, header.data_offset, luks.mapping_path(name)
+            ):
+                # The device grew: this activation updated dm-integrity's superblock, and
+                # the next one maps the new size.
+                event(log, "integrity-device-grew", device=device.path, mapping=name)
+                close_mapping(name)
+                open_mapping(device, header, header_path, name, key, integrity)
         yield header
     finally:
-        close_mapping(name)
+        if luks.mapping_exists(name):
+            close_mapping(name)
+
+
+def open_mapping(
+    device: BlockDevice,
+    header: CheckedHeader,
+    header_path: str,
+    name: str,
+    key: bytes,
+    integrity: luks.IntegrityProfile,
+) -> None:
+    with step(log, "luks-open", device=device.path, mapping=name), faults.during("luks-open"):
+        try:
+            luks.open_with_detached_header(device.path, header_path, name, key)
+        except luks.CryptsetupFailed:
+            if integrity.segment_integrity is not None:
+                growth.check_integrity_area_fits(device.path, header.data_offset, device.size_bytes)
+            raise
 
 
 def close_mapping(name: str) -> None:
@@ -196,6 +218,21 @@ def remove_stale_mapping(name: str) -> None:
                 f"by a previous Initializer's mount that is still active: {gave_up.last}. "
                 f"Unmount it and run 'cryptsetup close {stale}', or pass another "
                 "--mapping-name."
+            ) from None
+
+
+def remove_stale_temporary_devices(device: str) -> None:
+    """cryptsetup's temporary device left on ``device`` by an Initializer killed while it
+    formatted dm-integrity: it holds the device open, so the next luksFormat would fail."""
+    for stale in luks.temporary_devices_on(device):
+        event(log, "stale-mapping", logging.WARNING, mapping=stale)
+        try:
+            luks.remove_device(stale)
+        except luks.CryptsetupFailed as exc:
+            raise VolumeError(
+                f"{device}: cryptsetup's temporary device {stale}, left by an interrupted "
+                f"format, cannot be removed: {exc}. Run 'dmsetup remove {stale}' on the "
+                "pod's VM, or delete the pod so that it starts in a new VM."
             ) from None
 
 
@@ -321,14 +358,7 @@ def blocks_mkfs_reads(mkfs: str, mapping: Path, options: list[str]) -> list[int]
 def zero_blocks(mapping: Path, blocks: list[int]) -> None:
     """Write whole zero blocks through the mapping: full sectors, so nothing is read first."""
     zeros = bytes(EXT4_BLOCK_BYTES)
-    fd = os.open(mapping, os.O_WRONLY | os.O_CLOEXEC)
-    try:
-        for block in blocks:
-            if os.pwrite(fd, zeros, block * EXT4_BLOCK_BYTES) != EXT4_BLOCK_BYTES:
-                raise VolumeError(f"{mapping}: short write while zeroing block {block}")
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    write_durably(mapping, [(block * EXT4_BLOCK_BYTES, zeros) for block in blocks])
 
 
 def make_file_system(mapping: Path, integrity: luks.IntegrityProfile) -> None:
@@ -442,6 +472,7 @@ def secure_pv(config: SecurePVConfig) -> Iterator[BlockDevice]:
     check_device(device)
     termination.check()
     remove_stale_mapping(config.mapping_name)
+    remove_stale_temporary_devices(device.path)
 
     with step(log, "probe", device=device.path) as fields:
         metadata = read_region(device.path, 0, METADATA_AREA_BYTES)
@@ -484,7 +515,12 @@ def secure_pv(config: SecurePVConfig) -> Iterator[BlockDevice]:
         sizes = growth.check_volume_fits(device.path, mapping, header.data_offset)
         stack.enter_context(mounted(mapping, config.mount_point))
         faults.boundary("mount")
-        growth.grow_file_system(sizes, mapping, config.mount_point)
+        growth.grow_file_system(
+            sizes,
+            mapping,
+            config.mount_point,
+            integrity=config.integrity.segment_integrity is not None,
+        )
         if sizes.needs_growth:
             faults.boundary("grow-file-system")
         ensure_writable(config.mount_point)

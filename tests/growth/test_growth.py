@@ -12,18 +12,24 @@ import pytest
 
 from initializer.device import DeviceError
 from initializer.growth import (
+    DM_INTEGRITY_MAGIC,
     SUPERBLOCK_BYTES,
     SUPERBLOCK_OFFSET,
     DeviceShrunk,
     FileSystemSize,
     GrowthFailed,
     SuperblockInvalid,
+    check_integrity_area_fits,
     check_volume_fits,
     compare_sizes,
     grow_file_system,
+    integrity_offers_more,
+    integrity_provided_bytes,
     mapping_size,
     parse_ext4_size,
+    prepare_integrity_growth,
     read_file_system_size,
+    zero_range,
 )
 from initializer.luks import LuksLayout
 
@@ -204,3 +210,79 @@ def test_a_failed_online_growth_stops_the_start_naming_the_device_and_both_sizes
     assert f"from {GiB} to {2 * GiB} bytes failed" in message
     assert "resize2fs" in message
     assert "next start retries" in message
+
+
+# Integrity protection: dm-integrity's superblock at the data offset says how much data the
+# device provides; it decides a second open after a growth and the shrink refusal.
+def dm_integrity_image(path: Path, size: int, provided_sectors: int) -> Path:
+    with path.open("wb") as image:
+        image.truncate(size)
+        image.seek(OFFSET)
+        image.write(DM_INTEGRITY_MAGIC + bytes([1, 15, 32, 0]) + bytes(4))
+        image.write(provided_sectors.to_bytes(8, "little"))
+    return path
+
+
+def test_the_data_dm_integrity_provides_is_read_from_its_superblock(tmp_path: Path) -> None:
+    image = dm_integrity_image(tmp_path / "volume", 64 * MiB, 90_000)
+    assert integrity_provided_bytes(str(image), OFFSET) == 90_000 * 512
+
+
+def test_a_volume_without_dm_integrity_provides_nothing_to_compare(tmp_path: Path) -> None:
+    image = make_ext4(tmp_path / "volume", 64 * MiB)
+    assert integrity_provided_bytes(str(image), OFFSET) is None
+    check_integrity_area_fits(str(image), OFFSET, 1)  # no refusal: the open's error stands
+
+
+def test_a_dm_integrity_superblock_offering_more_than_the_mapping_means_the_device_grew(
+    tmp_path: Path,
+) -> None:
+    image = dm_integrity_image(tmp_path / "volume", 64 * MiB, 2 * 90_000)
+    mapping = tmp_path / "mapping"
+    mapping.write_bytes(bytes(90_000 * 512))
+    assert integrity_offers_more(str(image), OFFSET, mapping)
+    mapping.write_bytes(bytes(2 * 90_000 * 512))
+    assert not integrity_offers_more(str(image), OFFSET, mapping)
+
+
+def test_a_dm_integrity_area_beyond_the_device_is_refused_as_shrunk(tmp_path: Path) -> None:
+    provided = 100 * MiB
+    image = dm_integrity_image(tmp_path / "volume", 64 * MiB, provided // 512)
+    before = hashlib.sha256(image.read_bytes()).hexdigest()
+    with pytest.raises(DeviceShrunk) as error:
+        check_integrity_area_fits(str(image), OFFSET, 64 * MiB)
+    message = str(error.value)
+    assert message.startswith(f"{image} is smaller than the volume on it")
+    needed = OFFSET + provided + provided // 4096 * 32
+    assert f"provides {provided} bytes" in message and f"at least {needed} bytes" in message
+    assert "not opened" in message and "not changed" in message
+    assert hashlib.sha256(image.read_bytes()).hexdigest() == before
+
+
+def test_a_dm_integrity_area_that_fits_lets_the_open_error_stand(tmp_path: Path) -> None:
+    image = dm_integrity_image(tmp_path / "volume", 256 * MiB, 100 * MiB // 512)
+    check_integrity_area_fits(str(image), OFFSET, 256 * MiB)
+
+
+def test_before_an_integrity_growth_everything_beyond_the_file_system_is_zeroed(
+    tmp_path: Path, loop_device: Callable[..., str]
+) -> None:
+    image = make_ext4(tmp_path / "volume", 64 * MiB, "-b", "4096")
+    with image.open("ab") as out:
+        out.write(b"\xaa" * (32 * MiB))  # never-written sectors: anything but zeros
+    file_system = hashlib.sha256(image.read_bytes()[: 64 * MiB]).hexdigest()
+    mapping = loop_device(image)
+    sizes = check_volume_fits(mapping, Path(mapping), 0)
+    assert sizes.needs_growth
+    prepare_integrity_growth(sizes, Path(mapping))
+    data = image.read_bytes()
+    assert data[64 * MiB :] == bytes(32 * MiB)
+    assert hashlib.sha256(data[: 64 * MiB]).hexdigest() == file_system
+
+
+def test_a_failed_zeroing_names_the_device_and_the_range(tmp_path: Path) -> None:
+    with pytest.raises(DeviceError) as error:
+        zero_range(tmp_path / "missing", 4096, 8192, name="/dev/csi0 (opened as x)")
+    message = str(error.value)
+    assert message.startswith("/dev/csi0 (opened as x): writing zeros from offset 4096 to 8192")
+    assert "start again" in message

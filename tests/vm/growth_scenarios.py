@@ -173,6 +173,66 @@ def growth(disk: str, secret: Path) -> None:
     remove("grow")
 
 
+INTEGRITY = ["--integrity", "hmac-sha256"]
+TEMPORARY = "temporary-cryptsetup-4242"
+
+
+def integrity_growth(disk: str, secret: Path) -> None:
+    """The same with integrity protection, from 512 MiB to 1 GiB, on a device that a format
+    killed while it ran left cryptsetup's temporary device on."""
+    device = create("igrow", linear_table(disk, 512 * MiB))
+    create(TEMPORARY, linear_table(device, 512 * MiB))
+    first = Initializer(device, STATE, secret, DONE, extra_args=INTEGRITY).start("igrow-first")
+    ready = first.wait_ready()
+    data = os.urandom(16 * MiB)
+    if ready is not None:
+        with DATA_FILE.open("wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+    size_before = statvfs_bytes(STATE) if ready is not None else 0
+    status, _ = first.terminate() if ready is not None else (first.wait_exit(), 0.0)
+    report(
+        "igrow-first-start",
+        ready_seconds=ready,
+        size_bytes=size_before,
+        data_sha256=hashlib.sha256(data).hexdigest(),
+        stop_status=status,
+        temporary_left=TEMPORARY in mappings(),
+        output=first.output(),
+    )
+
+    resize("igrow", linear_table(disk, 1 * GiB))
+    facts = start_and_stop(
+        Initializer(device, STATE, secret, DONE, extra_args=INTEGRITY), "igrow-grown"
+    )
+    report("igrow-grown-start", **facts)
+    facts = start_and_stop(
+        Initializer(device, STATE, secret, DONE, extra_args=INTEGRITY), "igrow-again"
+    )
+    report("igrow-same-size-start", **facts)
+
+    resize("igrow", linear_table(disk, 384 * MiB))
+    writes = (writes_to(device), writes_to(disk))
+    result = run_to_completion(
+        Initializer(device, STATE, secret, DONE, extra_args=INTEGRITY), "igrow-shrunk"
+    )
+    report(
+        "igrow-shrunk-start",
+        **result,
+        writes_before=writes,
+        writes_after=(writes_to(device), writes_to(disk)),
+        done_exists=DONE.exists(),
+        mappings=securepv_mappings(),
+    )
+    resize("igrow", linear_table(disk, 1 * GiB))
+    facts = start_and_stop(
+        Initializer(device, STATE, secret, DONE, extra_args=INTEGRITY), "igrow-restored"
+    )
+    report("igrow-restored-start", **facts)
+    remove("igrow")
+
+
 def keyslot_area(device: str) -> tuple[int, int]:
     """(offset, size) of keyslot 0's area, from the header's JSON metadata."""
     with open(device, "rb") as raw:
@@ -253,6 +313,7 @@ def main() -> None:
     start = time.monotonic()
     growth("/dev/vda", secret)
     report("growth-seconds", seconds=round(time.monotonic() - start, 1))
+    integrity_growth("/dev/vdd", secret)
     io_errors("/dev/vdb", "/dev/vdc", secret)
     report("done")
 

@@ -33,7 +33,8 @@ def steps(tmp_path_factory: pytest.TempPathFactory) -> Steps:
     grow = sparse_disk(directory / "grow.img", 3 * GiB)
     blank = sparse_disk(directory / "blank.img", 64 * MiB)
     formatted = sparse_disk(directory / "formatted.img", 64 * MiB)
-    steps = boot([grow, blank, formatted], "tests.vm.growth_scenarios")
+    integrity_grow = sparse_disk(directory / "integrity-grow.img", 1 * GiB)
+    steps = boot([grow, blank, formatted, integrity_grow], "tests.vm.growth_scenarios")
     # Kept beside the disk images (pytest keeps the last runs' directories) for the figures.
     (directory / "steps.json").write_text(json.dumps(steps, indent=1))
     return steps
@@ -166,3 +167,59 @@ def test_the_formatted_device_still_opens_once_it_reads_again(steps: Steps) -> N
     reopen = steps["formatted-reopen"]
     assert reopen["ready_seconds"] is not None, reopen["output"]
     assert "event=mkfs" not in reopen["output"]
+
+
+# With integrity protection: 512 MiB -> 1 GiB, shrunk to 384 MiB, restored.
+def test_a_temporary_device_left_by_a_killed_format_is_removed_before_formatting(
+    steps: Steps,
+) -> None:
+    first = steps["igrow-first-start"]
+    assert first["ready_seconds"] is not None, first["output"]
+    assert not first["temporary_left"]
+    (stale,) = events(first["output"], "stale-mapping")
+    assert stale["mapping"] == "temporary-cryptsetup-4242"
+
+
+def test_an_integrity_volume_is_grown_on_the_first_start_after_the_device_grew(
+    steps: Steps,
+) -> None:
+    first, grown = steps["igrow-first-start"], steps["igrow-grown-start"]
+    assert grown["ready_seconds"] is not None, grown["output"]
+    assert events(grown["output"], "integrity-device-grew")
+    (prepare,) = events(grown["output"], "integrity-prepare-growth")
+    assert prepare["status"] == "ok" and int(prepare["bytes"]) > 400 * MiB
+    (grow,) = events(grown["output"], "grow-file-system")
+    assert grow["status"] == "ok"
+    assert int(grow["new_bytes"]) > int(grow["old_bytes"]) + 400 * MiB
+    assert grown["size_bytes"] > first["size_bytes"] + 400 * MiB
+    assert grown["data_sha256"] == first["data_sha256"]
+    assert grown["stop_status"] == 0
+
+
+def test_the_grown_integrity_volume_opens_at_its_new_size_without_growing_again(
+    steps: Steps,
+) -> None:
+    grown, again = steps["igrow-grown-start"], steps["igrow-same-size-start"]
+    assert again["ready_seconds"] is not None, again["output"]
+    assert not events(again["output"], "integrity-device-grew")
+    assert not events(again["output"], "grow-file-system")
+    assert again["size_bytes"] == grown["size_bytes"]
+    assert again["data_sha256"] == grown["data_sha256"]
+
+
+def test_a_shrunk_integrity_volume_is_refused_as_shrunk_and_nothing_is_written(
+    steps: Steps,
+) -> None:
+    shrunk = steps["igrow-shrunk-start"]
+    assert shrunk["status"] == 1 and not shrunk["became_ready"]
+    (error,) = shrunk["errors"]
+    assert "is smaller than the volume on it" in error and "dm-integrity" in error
+    assert "not changed" in error
+    assert shrunk["writes_after"] == shrunk["writes_before"]
+    assert not shrunk["done_exists"] and shrunk["mappings"] == []
+
+
+def test_the_restored_integrity_volume_opens_with_its_data(steps: Steps) -> None:
+    restored = steps["igrow-restored-start"]
+    assert restored["ready_seconds"] is not None, restored["output"]
+    assert restored["data_sha256"] == steps["igrow-first-start"]["data_sha256"]
