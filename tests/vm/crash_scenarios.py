@@ -109,7 +109,14 @@ def wait_for(path: Path, process: Initializer, timeout: float = 240.0) -> bool:
     return False
 
 
-def kill_at(point: str, device: str, secret: Path, mount_point: Path, done: Path) -> None:
+def kill_at(
+    point: str,
+    device: str,
+    secret: Path,
+    mount_point: Path,
+    done: Path,
+    extra_args: list[str],
+) -> None:
     """A first start on a blank device, SIGKILLed at ``point``; then a fresh start."""
     wipe(device)
     signal_file = POD / f"fault-{point.replace(':', '-')}"
@@ -118,6 +125,7 @@ def kill_at(point: str, device: str, secret: Path, mount_point: Path, done: Path
         mount_point,
         secret,
         done,
+        extra_args=extra_args,
         propagation="private",
         entry=FAULTY,
         env={faults.FAULT_ENV: point, faults.SIGNAL_ENV: str(signal_file)},
@@ -139,7 +147,9 @@ def kill_at(point: str, device: str, secret: Path, mount_point: Path, done: Path
     done.unlink(missing_ok=True)
     uuid_before = luks_uuid(device)
     state_after_kill = read_state(device).value
-    fresh = Initializer(device, mount_point, secret, done, propagation="private")
+    fresh = Initializer(
+        device, mount_point, secret, done, extra_args=extra_args, propagation="private"
+    )
     fresh.start(f"fresh-after-{point.replace(':', '-')}")
     ready = fresh.wait_ready()
     uuid_after = luks_uuid(device)
@@ -157,18 +167,19 @@ def kill_at(point: str, device: str, secret: Path, mount_point: Path, done: Path
         uuid_kept=bool(uuid_before) and uuid_before == uuid_after,
         state_after_fresh=read_state(device).value,
         mappings=mappings(),
+        removed_temporary_device="temporary-cryptsetup-" in fresh.output(),
         faulty_output=faulty.output()[-3000:],
         fresh_errors=fresh.errors(),
     )
 
 
-def kills(device: str) -> None:
+def kills(device: str, extra_args: list[str]) -> None:
     secret = write_secret(POD / "secret", secrets.token_hex(32))
     mount_point, done = POD / "state", POD / "done"
     points = [f"after:{name}" for name in faults.FIRST_START_BOUNDARIES]
     points += [f"during:{name}" for name in faults.FIRST_START_COMMANDS]
     for point in points:
-        kill_at(point, device, secret, mount_point, done)
+        kill_at(point, device, secret, mount_point, done, extra_args)
 
 
 def file_content(name: str) -> bytes:
@@ -224,7 +235,9 @@ def start_previous_device(device: str, secret: Path) -> None:
     )
 
 
-def power_off(trial: str, delay: float, expected: str) -> None:
+def power_off(trial: str, anchor: str, delay: float, expected: str) -> None:
+    """Power the VM off ``delay`` seconds after the first start on a blank device logged
+    ``anchor`` (an event name), while an application writes and fsyncs files."""
     app_device, previous_device, new_device = "/dev/vda", "/dev/vdb", "/dev/vdc"
     secret = write_secret(POD / "secret", "ab" * 32)  # the same workload in every boot
     state = POD / "state"
@@ -251,10 +264,11 @@ def power_off(trial: str, delay: float, expected: str) -> None:
     wait_until(lambda: (state / f"file-{trial}-1").exists())
     new = Initializer(new_device, POD / "new", secret, POD / "new-done", propagation="private")
     new.start("new")
-    wait_until(lambda: "event=wait-device" in new.output())
+    wait_until(lambda: f"event={anchor} " in new.output())
     time.sleep(delay)
     report(
         "powering-off",
+        anchor=anchor,
         delay=delay,
         writer_running=writer.poll() is None,
         first_start_steps=[
@@ -291,10 +305,12 @@ def main() -> None:
     POD.mkdir(parents=True, exist_ok=True)
     group, *args = sys.argv[1:]
     if group == "kills":
-        kills("/dev/vda")
+        kills("/dev/vda", [])
+    elif group == "kills-integrity":
+        kills("/dev/vda", ["--integrity", "hmac-sha256"])
     elif group == "power-off":
-        trial, delay, expected = args
-        power_off(trial, float(delay), expected)
+        trial, anchor, delay, expected = args
+        power_off(trial, anchor, float(delay), expected)
     elif group == "writer":
         directory, trial = args
         write_files(Path(directory), trial)
