@@ -38,7 +38,7 @@ from initializer.luks_header import (
     CheckedHeader,
     check_header,
 )
-from initializer.probe import Contents, classify, probe_luks_magic
+from initializer.probe import Contents, Probe, classify, probe_luks_magic
 from initializer.probe import probe_device as probe_raw_device
 from initializer.secret import read_workload_secret
 from initializer.state import VolumeState
@@ -236,12 +236,36 @@ def write_new_header(device: BlockDevice, key: bytes, integrity: luks.IntegrityP
     faults.boundary("header-written")
 
 
+def names_more_than_the_record(probe: Probe) -> bool:
+    """Whether a probe of a device with a damaged state record found more than that record.
+
+    A signature, or data before the record, is what the device holds; a device whose only
+    non-zero bytes in the probed region start at the record is best described as a damaged
+    record.
+    """
+    first_data = probe.first_nonzero_offset
+    return (
+        bool(probe.tags)
+        or probe.ambivalent
+        or (first_data is not None and first_data < state.RECORD_OFFSET)
+    )
+
+
 def probe_contents(device: BlockDevice, metadata: bytes) -> tuple[Contents, VolumeState]:
     """What the device holds, and what its state record says about it."""
-    volume_state = state.read_state(device.path)
+    luks_probe = probe_luks_magic(metadata)
+    try:
+        volume_state = state.read_state(device.path)
+    except state.StateRecordDamaged:
+        # The record's block lies where other formats keep their data (a partition, a file
+        # system, a LUKS1 data area): on a device that is not ours, what it holds is the
+        # clearer refusal. classify raises DeviceNotBlank for anything but blank or LUKS2.
+        probe = luks_probe or probe_raw_device(device.path, device.size_bytes)
+        if names_more_than_the_record(probe):
+            classify(device.path, probe)
+        raise
     if volume_state is VolumeState.FORMATTING:
         return Contents.UNFINISHED, volume_state
-    luks_probe = probe_luks_magic(metadata)
     if luks_probe is None and volume_state is VolumeState.INITIALIZED:
         raise VolumeError(
             f"{device.path}: the state record says this volume was initialized, but its LUKS2 "
