@@ -436,7 +436,8 @@ def check_tools() -> None:
     require_binary("blkid", "util-linux")
 
 
-def check_device(device: BlockDevice) -> None:
+def check_device(device: BlockDevice, integrity: luks.IntegrityProfile = luks.NO_INTEGRITY) -> None:
+    """Refuse, before anything is read or written, a device no volume can live on."""
     if device.read_only:
         raise VolumeError(
             f"{device.path} is read-only; a secure PV needs a writable device (check the "
@@ -446,6 +447,24 @@ def check_device(device: BlockDevice) -> None:
         raise VolumeError(
             f"{device.path} has {device.size_bytes} bytes, too small for a LUKS2 header and a "
             f"file system: at least {MIN_DEVICE_BYTES // (1024 * 1024)} MiB are needed"
+        )
+    data_bytes = device.size_bytes - luks.LuksLayout.DATA_OFFSET_BYTES
+    sector = luks.LuksLayout.SECTOR_BYTES
+    # dm-crypt refuses a mapping that is not a whole number of its sectors ("Device size is
+    # not multiple of sector_size feature"), and the LUKS2 data segment is "dynamic": it
+    # spans the device to its end, so luksFormat refuses such a device, and cryptsetup open
+    # fails on a volume whose device grew to such a size (cryptsetup commit 18c92103, kernel
+    # commit 783874b0). With integrity cryptsetup skips the rule: dm-integrity exposes only
+    # whole 4 KiB blocks and leaves the rest unused.
+    if integrity.segment_integrity is None and data_bytes % sector:
+        raise VolumeError(
+            f"{device.path} has {device.size_bytes} bytes: the data area after the "
+            f"{luks.LuksLayout.DATA_OFFSET_BYTES}-byte LUKS2 header area would be "
+            f"{data_bytes} bytes, which is not a multiple of the {sector}-byte encryption "
+            "sector, so dm-crypt cannot map it. The device was not changed. Give the "
+            f"PersistentVolumeClaim a size that is a multiple of {sector // 1024} KiB (in Mi "
+            "or Gi: 1536Mi, not 1.5G); a volume that holds data opens again once its claim "
+            "is expanded to such a size."
         )
 
 
@@ -463,7 +482,7 @@ def secure_pv(config: SecurePVConfig) -> Iterator[BlockDevice]:
             config.device, config.device_timeout, between_attempts=termination.check
         )
         fields.update(size_bytes=device.size_bytes, read_only=device.read_only)
-    check_device(device)
+    check_device(device, config.integrity)
     termination.check()
     remove_stale_mapping(config.mapping_name)
 
