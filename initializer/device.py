@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from collections.abc import Callable, Iterable
@@ -92,6 +93,30 @@ def wait_for_block_device(
         ) from None
 
 
+# How a failed integrity check reaches a reader: dm-crypt's tag check (and dm-integrity's, and
+# a disk's own T10/NVMe protection information) fails the bio with BLK_STS_PROTECTION, which
+# the block layer reports as EILSEQ; EBADMSG is what dm-crypt's AEAD check and file system
+# checksums (EFSBADCRC) use. A direct read gets that errno; a read through the page cache
+# (ours) gets EIO for any failed read (mm/filemap.c, filemap_read_folio). The strerror texts
+# ("Invalid or incomplete multibyte or wide character", "Bad message") say nothing a user
+# can act on.
+INTEGRITY_ERRNOS = frozenset({errno.EILSEQ, errno.EBADMSG})
+
+
+def describe_read_failure(name: str, offset: int, length: int, error: OSError) -> str:
+    """The one-line message for a read of ``name`` that failed with ``error``."""
+    where = f"{name}: reading {length} bytes at offset {offset}"
+    if error.errno in INTEGRITY_ERRNOS:
+        return (
+            f"{where} failed its integrity check ({errno.errorcode[error.errno]}): the data "
+            "stored there does not match its integrity tag, so it was changed outside "
+            "this guest, by the storage provider or a fault in the storage; nothing was "
+            "written. Do not trust this volume: restore it from a backup, and ask the storage "
+            "provider why the device was changed."
+        )
+    return f"{where} failed ({error.strerror}); nothing was written. Check the volume's health."
+
+
 def read_region(path: str | Path, offset: int, length: int, *, name: str = "") -> bytes:
     """Read exactly ``length`` bytes at ``offset``; any failure is a DeviceError, never a guess.
 
@@ -101,10 +126,7 @@ def read_region(path: str | Path, offset: int, length: int, *, name: str = "") -
     try:
         return _read_exactly(path, offset, length, name or str(path))
     except OSError as exc:
-        raise DeviceError(
-            f"{name or path}: reading {length} bytes at offset {offset} failed "
-            f"({exc.strerror}); nothing was written. Check the volume's health."
-        ) from None
+        raise DeviceError(describe_read_failure(name or str(path), offset, length, exc)) from None
 
 
 def write_durably(path: str | Path, pieces: Iterable[tuple[int, bytes]]) -> None:

@@ -38,7 +38,7 @@ from initializer.luks_header import (
     CheckedHeader,
     check_header,
 )
-from initializer.probe import Contents, classify, probe_luks_magic
+from initializer.probe import Contents, Probe, classify, probe_luks_magic
 from initializer.probe import probe_device as probe_raw_device
 from initializer.secret import read_workload_secret
 from initializer.state import VolumeState
@@ -273,12 +273,36 @@ def write_new_header(device: BlockDevice, key: bytes, integrity: luks.IntegrityP
     faults.boundary("header-written")
 
 
+def names_more_than_the_record(probe: Probe) -> bool:
+    """Whether a probe of a device with a damaged state record found more than that record.
+
+    A signature, or data before the record, is what the device holds; a device whose only
+    non-zero bytes in the probed region start at the record is best described as a damaged
+    record.
+    """
+    first_data = probe.first_nonzero_offset
+    return (
+        bool(probe.tags)
+        or probe.ambivalent
+        or (first_data is not None and first_data < state.RECORD_OFFSET)
+    )
+
+
 def probe_contents(device: BlockDevice, metadata: bytes) -> tuple[Contents, VolumeState]:
     """What the device holds, and what its state record says about it."""
-    volume_state = state.read_state(device.path)
+    luks_probe = probe_luks_magic(metadata)
+    try:
+        volume_state = state.read_state(device.path)
+    except state.StateRecordDamaged:
+        # The record's block lies where other formats keep their data (a partition, a file
+        # system, a LUKS1 data area): on a device that is not ours, what it holds is the
+        # clearer refusal. classify raises DeviceNotBlank for anything but blank or LUKS2.
+        probe = luks_probe or probe_raw_device(device.path, device.size_bytes)
+        if names_more_than_the_record(probe):
+            classify(device.path, probe)
+        raise
     if volume_state is VolumeState.FORMATTING:
         return Contents.UNFINISHED, volume_state
-    luks_probe = probe_luks_magic(metadata)
     if luks_probe is None and volume_state is VolumeState.INITIALIZED:
         raise VolumeError(
             f"{device.path}: the state record says this volume was initialized, but its LUKS2 "
@@ -442,7 +466,8 @@ def check_tools() -> None:
     require_binary("blkid", "util-linux")
 
 
-def check_device(device: BlockDevice) -> None:
+def check_device(device: BlockDevice, integrity: luks.IntegrityProfile = luks.NO_INTEGRITY) -> None:
+    """Refuse, before anything is read or written, a device no volume can live on."""
     if device.read_only:
         raise VolumeError(
             f"{device.path} is read-only; a secure PV needs a writable device (check the "
@@ -452,6 +477,23 @@ def check_device(device: BlockDevice) -> None:
         raise VolumeError(
             f"{device.path} has {device.size_bytes} bytes, too small for a LUKS2 header and a "
             f"file system: at least {MIN_DEVICE_BYTES // (1024 * 1024)} MiB are needed"
+        )
+    data_bytes = device.size_bytes - luks.LuksLayout.DATA_OFFSET_BYTES
+    sector = luks.LuksLayout.SECTOR_BYTES
+    # dm-crypt refuses a mapping that is not a whole number of its sectors ("Device size is
+    # not multiple of sector_size feature"), and the LUKS2 data segment is "dynamic": it
+    # spans the device to its end, so luksFormat refuses such a device, and cryptsetup open
+    # fails on a volume whose device grew to such a size. With integrity cryptsetup skips
+    # the rule: dm-integrity exposes only whole 4 KiB blocks and leaves the rest unused.
+    if integrity.segment_integrity is None and data_bytes % sector:
+        raise VolumeError(
+            f"{device.path} has {device.size_bytes} bytes: the data area after the "
+            f"{luks.LuksLayout.DATA_OFFSET_BYTES}-byte LUKS2 header area would be "
+            f"{data_bytes} bytes, which is not a multiple of the {sector}-byte encryption "
+            "sector, so dm-crypt cannot map it. The device was not changed. Give the "
+            f"PersistentVolumeClaim a size that is a multiple of {sector // 1024} KiB (in Mi "
+            "or Gi: 1536Mi, not 1.5G); a volume that holds data opens again once its claim "
+            "is expanded to such a size."
         )
 
 
@@ -469,7 +511,7 @@ def secure_pv(config: SecurePVConfig) -> Iterator[BlockDevice]:
             config.device, config.device_timeout, between_attempts=termination.check
         )
         fields.update(size_bytes=device.size_bytes, read_only=device.read_only)
-    check_device(device)
+    check_device(device, config.integrity)
     termination.check()
     remove_stale_mapping(config.mapping_name)
     remove_stale_temporary_devices(device.path)

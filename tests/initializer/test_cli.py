@@ -345,3 +345,32 @@ def test_initialized_volume_without_header_is_refused_untouched(
     assert result.returncode == 1
     assert "the state record says this volume was initialized, but its LUKS2" in result.stderr
     assert checksum(image) == before
+
+
+def test_blank_device_of_an_unaligned_size_is_refused_untouched(
+    tmp_path: Path, secret_file: Path, loop_device: Callable[..., str]
+) -> None:
+    image = sparse_image(tmp_path / "unaligned.img", 64 * MiB + 512)
+    device = loop_device(image)
+    before = checksum(image)
+    result = run(*cryptsetup_args(device, tmp_path, secret_file))
+    assert result.returncode == 1
+    assert f"{device} has {64 * MiB + 512} bytes" in result.stderr
+    assert "not a multiple of the 4096-byte encryption sector" in result.stderr
+    assert "event=state-formatting" not in result.stderr
+    assert checksum(image) == before
+
+
+def test_volume_whose_device_grew_to_an_unaligned_size_is_refused_untouched(
+    tmp_path: Path, secret_file: Path, luks_image: Path, loop_device: Callable[..., str]
+) -> None:
+    image = tmp_path / "grown.img"
+    image.write_bytes(luks_image.read_bytes())
+    with image.open("r+b") as grown:
+        grown.truncate(96 * MiB + 1536)
+    before = checksum(image)
+    result = run(*cryptsetup_args(loop_device(image), tmp_path, secret_file))
+    assert result.returncode == 1
+    assert "not a multiple of the 4096-byte encryption sector" in result.stderr
+    assert "opens again once its claim is expanded" in result.stderr
+    assert checksum(image) == before
