@@ -9,7 +9,6 @@ random seed each run and twenty times the examples; a failure prints the blob th
 
 from __future__ import annotations
 
-import secrets
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ from hypothesis import settings
 from initializer import luks
 from initializer.header_image import new_header_image, read_image
 from initializer.luks_header import METADATA_AREA_BYTES
+from tests.fuzz.corpus import with_fixed_random_fields
 from tests.fuzz.profiles import CI, LONG, PROFILE
 
 settings.register_profile("ci", parent=None, **CI)
@@ -26,10 +26,12 @@ settings.load_profile(PROFILE)
 
 
 CORPUS_SIZE = 3
+# Neither the keyslot area it protects nor the digest of the volume key stays in the corpus.
+CORPUS_PASSPHRASE = b"fuzz-corpus-passphrase-not-a-key"
 
 
 @pytest.fixture(scope="session")
-def corpus(tmp_path_factory: pytest.TempPathFactory) -> list[bytes]:
+def fresh_headers(tmp_path_factory: pytest.TempPathFactory) -> list[bytes]:
     """Metadata areas of fresh headers from the real ``cryptsetup luksFormat``, made the way
     the Initializer's first start makes them (pinned options, detached in-memory image)."""
     headers = []
@@ -38,7 +40,14 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> list[bytes]:
         image: Path = directory / f"volume-{index}.img"
         with image.open("wb") as data:
             data.truncate(luks.LuksLayout.DATA_OFFSET_BYTES + 4 * 1024 * 1024)
-        with new_header_image(str(image), secrets.token_bytes(32)) as header:
+        with new_header_image(str(image), CORPUS_PASSPHRASE) as header:
             headers.append(read_image(header, 0, METADATA_AREA_BYTES))
         image.unlink()
     return headers
+
+
+@pytest.fixture(scope="session")
+def corpus(fresh_headers: list[bytes]) -> list[bytes]:
+    """The fresh headers with the fields cryptsetup draws at random fixed (tests/fuzz/corpus.py),
+    so that the derandomized profile fuzzes the same bytes in every session."""
+    return [with_fixed_random_fields(raw, index) for index, raw in enumerate(fresh_headers)]

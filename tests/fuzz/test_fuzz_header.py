@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from initializer.luks import LuksLayout
 from initializer.luks_header import HeaderRejected, check_header
+from tests.fuzz.corpus import with_fixed_random_fields
 from tests.fuzz.headers import (
     DifferentHeader,
     assert_same_but_random,
@@ -122,10 +123,27 @@ def test_the_real_headers_are_accepted_by_the_checker_and_the_property(
         header_property(real_check, original, original)
 
 
-def test_the_property_allows_new_random_values(corpus: list[bytes]) -> None:
+def test_the_property_allows_new_random_values(fresh_headers: list[bytes]) -> None:
     # Another real header's random fields: a fresh luksFormat differs only in them.
-    first, second = corpus[0], corpus[1]
+    first, second = fresh_headers[0], fresh_headers[1]
     assert_same_but_random(first, second)
+
+
+def test_the_corpus_differs_from_cryptsetup_output_only_in_random_fields(
+    fresh_headers: list[bytes], corpus: list[bytes]
+) -> None:
+    for fresh, fixed in zip(fresh_headers, corpus, strict=True):
+        assert fixed != fresh
+        real_check(fixed)
+        assert_same_but_random(fresh, fixed)
+
+
+def test_the_corpus_is_the_same_whatever_cryptsetup_drew(
+    fresh_headers: list[bytes], corpus: list[bytes]
+) -> None:
+    # Another format's header, its random fields fixed as the first one's were: the same
+    # bytes, so the corpus (and with it every derandomized example) is the same each session.
+    assert with_fixed_random_fields(fresh_headers[1], 0) == corpus[0]
 
 
 def segment_cipher_null(m: dict[str, Any]) -> None:
