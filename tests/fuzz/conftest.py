@@ -9,6 +9,7 @@ random seed each run and twenty times the examples; a failure prints the blob th
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 
 import pytest
@@ -17,8 +18,9 @@ from hypothesis import settings
 from initializer import luks
 from initializer.header_image import new_header_image, read_image
 from initializer.luks_header import METADATA_AREA_BYTES
-from tests.fuzz.corpus import with_fixed_random_fields
+from tests.fuzz.corpus import ProfiledCorpus, fixed_corpus
 from tests.fuzz.profiles import CI, LONG, PROFILE
+from tests.integrity.make_vector import VECTOR as INTEGRITY_VECTOR
 
 settings.register_profile("ci", parent=None, **CI)
 settings.register_profile("long", parent=None, **LONG)
@@ -50,4 +52,28 @@ def fresh_headers(tmp_path_factory: pytest.TempPathFactory) -> list[bytes]:
 def corpus(fresh_headers: list[bytes]) -> list[bytes]:
     """The fresh headers with the fields cryptsetup draws at random fixed (tests/fuzz/corpus.py),
     so that the derandomized profile fuzzes the same bytes in every session."""
-    return [with_fixed_random_fields(raw, index) for index, raw in enumerate(fresh_headers)]
+    return fixed_corpus(fresh_headers, luks.NO_INTEGRITY.name)
+
+
+@pytest.fixture(scope="session")
+def integrity_corpus() -> list[bytes]:
+    """The committed real header with hmac-sha256 integrity, then two variants of it with
+    other random fields (tests/fuzz/corpus.py). ``luksFormat --integrity`` needs
+    device-mapper, which this host lacks: tests/integrity/make_vector.py makes the header in
+    a microVM."""
+    real = gzip.decompress(INTEGRITY_VECTOR.read_bytes())
+    return [real, *fixed_corpus([real, real], luks.HMAC_SHA256.name)]
+
+
+@pytest.fixture(
+    scope="session",
+    params=[luks.NO_INTEGRITY, luks.HMAC_SHA256],
+    ids=lambda profile: profile.name,
+)
+def profiled_corpus(
+    request: pytest.FixtureRequest, corpus: list[bytes], integrity_corpus: list[bytes]
+) -> ProfiledCorpus:
+    """Each pinned header variant in turn, so that both branches of the check are fuzzed."""
+    integrity: luks.IntegrityProfile = request.param
+    headers = {luks.NO_INTEGRITY: corpus, luks.HMAC_SHA256: integrity_corpus}[integrity]
+    return ProfiledCorpus(integrity, headers)
