@@ -173,6 +173,10 @@ def _depth(value: object) -> int:
     return deepest
 
 
+# How many of an object's key names a message lists.
+_LISTED_KEYS = 8
+
+
 def _key(key: str) -> str:
     """A JSON key name for a message: escaped (repr without quotes) and bounded."""
     text = repr(key)[1:-1]
@@ -229,8 +233,9 @@ class _Checker:
         if missing:
             self.fail(f"{where} lacks {', '.join(missing)}")
         if unknown:
-            listed = ", ".join(_key(k) for k in unknown[:8])
-            self.fail(f"{where} has unexpected {listed}{' ...' if len(unknown) > 8 else ''}")
+            listed = ", ".join(_key(k) for k in unknown[:_LISTED_KEYS])
+            more = " ..." if len(unknown) > _LISTED_KEYS else ""
+            self.fail(f"{where} has unexpected {listed}{more}")
         return obj
 
     def decimal(self, where: str, value: object) -> int | None:
@@ -371,7 +376,7 @@ def _check_metadata(
 
     tokens = root.get("tokens")
     if isinstance(tokens, dict) and tokens:
-        check.fail(f"tokens {sorted(tokens)} are present; this project writes none")
+        check.fail(f"tokens {_names(tokens)} are present; this project writes none")
     elif not isinstance(tokens, dict):
         check.fail("tokens is not an object")
 
@@ -482,7 +487,14 @@ def _check_keyslot(check: _Checker, slot: object, integrity: IntegrityProfile) -
 
 
 def _names(obj: object) -> str:
-    return repr(sorted(obj)) if isinstance(obj, dict) else "not an object"
+    """An object's key names for a message, as a list: each escaped and shortened by
+    ``_key``, and only the first few, since a forged object can have hundreds of keys."""
+    if not isinstance(obj, dict):
+        return "not an object"
+    names = sorted(obj)
+    listed = ", ".join(f"'{_key(name)}'" for name in names[:_LISTED_KEYS])
+    more = f", ... {len(names) - _LISTED_KEYS} more" if len(names) > _LISTED_KEYS else ""
+    return f"[{listed}{more}]"
 
 
 def check_header(

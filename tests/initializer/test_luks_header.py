@@ -847,6 +847,29 @@ def test_long_attacker_value_is_shortened_in_the_message(pristine_header: bytes)
     assert len(message) < 1000
 
 
+# 200 long key names: about 8.6 KB if every name were listed in the message.
+MANY_KEYS: dict[str, dict[str, str]] = {f"key-{index:03d}-" + "x" * 30: {} for index in range(200)}
+
+
+@pytest.mark.parametrize(
+    ("field", "named"),
+    [
+        ("tokens", "tokens ['key-000-xxx"),
+        ("segments", "segments are ['key-000-xxx"),
+        ("keyslots", "keyslots are ['key-000-xxx"),
+        ("digests", "digests are ['key-000-xxx"),
+    ],
+    ids=["tokens", "segments", "keyslots", "digests"],
+)
+def test_object_with_many_keys_is_shortened_in_the_message(
+    pristine_header: bytes, field: str, named: str
+) -> None:
+    message = rejected(forge.with_json(pristine_header, lambda m: m.update({field: MANY_KEYS})))
+    assert named in message
+    assert len(message) < 1000
+    assert "... 192 more]" in message
+
+
 @pytest.mark.parametrize(
     ("offset", "value", "message"),
     [
