@@ -244,10 +244,28 @@ TEMPORARY_DEVICE_PREFIX = "temporary-cryptsetup-"
 DMSETUP_PACKAGE = "dmsetup"
 
 
+def _sysfs_block(path: str | Path) -> Path:
+    """The sysfs directory of the block device node ``path``."""
+    rdev = os.stat(path).st_rdev
+    return Path(f"/sys/dev/block/{os.major(rdev)}:{os.minor(rdev)}").resolve()
+
+
+def stacked_on(upper: str | Path, device: str, depth: int = 3) -> bool:
+    """Whether the device-mapper device ``upper`` sits on ``device``, directly or through
+    at most ``depth`` layers (a mapping with integrity: crypt, then dm-integrity)."""
+    wanted = _sysfs_block(device).name
+    layer = [_sysfs_block(upper)]
+    for _ in range(depth):
+        below = [slave for block in layer for slave in sorted((block / "slaves").glob("*"))]
+        if any(slave.name == wanted for slave in below):
+            return True
+        layer = [slave.resolve() for slave in below]
+    return False
+
+
 def temporary_devices_on(device: str, sys_block: Path = Path("/sys/block")) -> list[str]:
     """The names of cryptsetup's temporary device-mapper devices stacked on ``device``."""
-    rdev = os.stat(device).st_rdev
-    kernel_name = Path(f"/sys/dev/block/{os.major(rdev)}:{os.minor(rdev)}").resolve().name
+    kernel_name = _sysfs_block(device).name
     found = []
     for dm in sorted(sys_block.glob("dm-*")):
         try:

@@ -68,6 +68,10 @@ _MAX_JSON_DEPTH = 8
 _UUID = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
+# The keyslots area before the state record took its last 4 KiB (the project's first layout).
+LEGACY_KEYSLOTS_BYTES = LuksLayout.DATA_OFFSET_BYTES - 2 * LuksLayout.METADATA_BYTES
+
+
 class HeaderRejected(InitializerError):
     """The LUKS2 header differs from what this project writes; the device is not opened."""
 
@@ -386,7 +390,14 @@ def _check_metadata(
         if json_size is not None:
             check.equal("config.json_size", json_size, layout.METADATA_BYTES - 4096)
         keyslots_size = check.decimal("config.keyslots_size", config.get("keyslots_size"))
-        if keyslots_size is not None:
+        if keyslots_size == LEGACY_KEYSLOTS_BYTES:
+            check.fail(
+                f"config.keyslots_size is {LEGACY_KEYSLOTS_BYTES}, the layout of Initializers "
+                "from before the first-start state record (which lies in the last 4 KiB of "
+                "that area); this Initializer does not open such volumes: copy the data to "
+                "a new volume with the Initializer that made it"
+            )
+        elif keyslots_size is not None:
             check.equal("config.keyslots_size", keyslots_size, layout.KEYSLOTS_BYTES)
     # "flags" and "requirements" (for example online-reencrypt) are rejected above as
     # unexpected keys of config: this project never sets them.

@@ -6,6 +6,7 @@ import ctypes
 import ctypes.util
 import errno
 import os
+import re
 from pathlib import Path
 
 from initializer.errors import InitializerError
@@ -49,3 +50,26 @@ def unmount(target: Path, *, detach: bool = False) -> None:
 
 def is_busy(error: MountError) -> bool:
     return error.errno == errno.EBUSY
+
+
+def _unescape(field: str) -> str:
+    """mountinfo's octal escapes (``\\040`` for a space) undone."""
+    return re.sub(r"\\([0-7]{3})", lambda match: chr(int(match.group(1), 8)), field)
+
+
+def is_mounted_at(
+    source: Path, target: Path, mountinfo: Path = Path("/proc/self/mountinfo")
+) -> bool:
+    """Whether the block device ``source`` is mounted at ``target`` in this mount namespace."""
+    try:
+        rdev = os.stat(source).st_rdev
+    except FileNotFoundError:
+        return False
+    wanted = f"{os.major(rdev)}:{os.minor(rdev)}"
+    where = os.path.realpath(target)
+    for line in mountinfo.read_text().splitlines():
+        # ID PARENT-ID MAJOR:MINOR ROOT MOUNT-POINT OPTIONS ... (proc(5))
+        fields = line.split()
+        if len(fields) > 4 and fields[2] == wanted and _unescape(fields[4]) == where:
+            return True
+    return False

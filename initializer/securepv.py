@@ -221,6 +221,58 @@ def remove_stale_mapping(name: str) -> None:
             ) from None
 
 
+def volume_still_mounted(config: SecurePVConfig, device: BlockDevice) -> bool:
+    """Whether an earlier Initializer of this pod opened the volume and it is still mounted
+    at the mount point: the Initializer's container was restarted while the application
+    kept running (a native sidecar is restarted on its own, after a crash or an OOM kill).
+
+    The application holds the mount, so the mapping cannot be closed and opened again; the
+    mapping is the guest kernel's, made by this pod's own Initializer with the checked header
+    (nothing outside the guest can create one), so it is taken over instead.
+    """
+    mapping = luks.mapping_path(config.mapping_name)
+    if not luks.mapping_exists(config.mapping_name):
+        return False
+    if not mount.is_mounted_at(mapping, config.mount_point):
+        return False
+    if not luks.stacked_on(mapping, device.path):
+        raise VolumeError(
+            f"{mapping} is mounted at {config.mount_point}, but it is not a mapping of "
+            f"{device.path}: another volume uses this mapping name and mount point. Give "
+            "each secure PV its own --mapping-name and --mount-point; nothing was changed."
+        )
+    return True
+
+
+@contextlib.contextmanager
+def adopted_volume(config: SecurePVConfig, device: BlockDevice) -> Iterator[None]:
+    """Serve the volume an earlier Initializer of this pod left mounted: check it is still
+    writable, write /done, and at SIGTERM unmount and close it as usual.
+
+    Nothing is unmounted if the takeover itself fails: the application may be using it.
+    """
+    mapping = luks.mapping_path(config.mapping_name)
+    event(
+        log,
+        "volume-taken-over",
+        logging.WARNING,
+        device=device.path,
+        mapping=mapping,
+        mount_point=config.mount_point,
+    )
+    ensure_writable(config.mount_point)
+    termination.check()
+    taken_over = False
+    try:
+        with done_marker(config.done_path, config.mount_point):
+            taken_over = True
+            yield
+    finally:
+        if taken_over:
+            unmount_patiently(config.mount_point)
+            close_mapping(config.mapping_name)
+
+
 def remove_stale_temporary_devices(device: str) -> None:
     """cryptsetup's temporary device left on ``device`` by an Initializer killed while it
     formatted dm-integrity: it holds the device open, so the next luksFormat would fail."""
@@ -513,6 +565,10 @@ def secure_pv(config: SecurePVConfig) -> Iterator[BlockDevice]:
         fields.update(size_bytes=device.size_bytes, read_only=device.read_only)
     check_device(device, config.integrity)
     termination.check()
+    if volume_still_mounted(config, device):
+        with adopted_volume(config, device):
+            yield device
+        return
     remove_stale_mapping(config.mapping_name)
     remove_stale_temporary_devices(device.path)
 

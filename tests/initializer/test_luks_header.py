@@ -741,6 +741,16 @@ def test_config_size_that_lies_is_rejected(
     assert f"config.{field} is {value}, expected {expected}" in rejected(forged)
 
 
+def test_a_volume_of_the_first_layout_is_refused_saying_what_it_is(
+    pristine_header: bytes,
+) -> None:
+    legacy = str(LAYOUT.DATA_OFFSET_BYTES - 2 * LAYOUT.METADATA_BYTES)
+    forged = forge.with_json(pristine_header, lambda m: m["config"].update(keyslots_size=legacy))
+    message = rejected(forged)
+    assert f"config.keyslots_size is {legacy}, the layout of Initializers from before" in message
+    assert "copy the data to a new volume" in message
+
+
 # --- Numbers: one spelling each ------------------------------------------------------------
 
 # The string-typed numbers of the layout, by path, with the name the error uses.

@@ -207,6 +207,63 @@ def kill_at(point: str, secret: Path, expected: str, device_bytes: int) -> str:
     return expected
 
 
+def sidecar_restart(secret: Path, expected: str) -> str:
+    """Only the Initializer's container dies (SIGKILL, as an OOM kill does) while the
+    application keeps writing on the mounted volume; a fresh Initializer must take the volume
+    over (it cannot be closed: the application holds it), reach /done, and at SIGTERM
+    unmount and close it; the next ordinary start finds every fsynced file."""
+    trial = "sidecar"
+    first = Initializer(VOLUME, STATE, secret, DONE).start("sidecar-first")
+    ready = first.wait_ready()
+    writer = subprocess.Popen(
+        [sys.executable, "-m", "tests.vm.crash_scenarios", "writer", str(STATE), trial],
+        stdout=subprocess.PIPE,
+    )
+    wait_until(lambda: (STATE / f"file-{trial}-1").exists())
+    killed_status, _ = first.terminate(signal.SIGKILL)
+    DONE.unlink(missing_ok=True)  # it lived in the killed container
+    still_mounted = any(source.startswith("/dev/mapper/") for source in mounted_at(STATE))
+
+    restarted = Initializer(VOLUME, STATE, secret, DONE).start("sidecar-restarted")
+    restarted_ready = restarted.wait_ready()
+    writer_alive = writer.poll() is None
+    time.sleep(1.0)  # the application writes on through the takeover
+    writer.kill()
+    acked = acked_by(writer.communicate()[0])
+    expected += f"{trial}:{acked},"
+    status, _ = (
+        restarted.terminate() if restarted_ready is not None else (restarted.wait_exit(), 0.0)
+    )
+    after_stop = {
+        "mounted_after_stop": mounted_at(STATE),
+        "mappings_after_stop": [name for name in mappings() if name.startswith("securepv-")],
+    }
+    tear_down_pod()
+    fresh = Initializer(VOLUME, STATE, secret, DONE).start("sidecar-fresh")
+    fresh_ready = fresh.wait_ready()
+    files = check_files(STATE, expected) if fresh_ready is not None else {}
+    fresh_status, _ = fresh.terminate() if fresh_ready is not None else (fresh.wait_exit(), 0.0)
+    report(
+        "sidecar restart",
+        first_ready=ready is not None,
+        killed_status=killed_status,
+        still_mounted_after_kill=still_mounted,
+        restarted_ready=restarted_ready is not None,
+        taken_over="event=volume-taken-over" in restarted.output(),
+        formatted_again="event=luks-format" in restarted.output(),
+        writer_alive_at_takeover=writer_alive,
+        acked=acked,
+        restarted_status=status,
+        restarted_errors=restarted.errors(),
+        **after_stop,
+        fresh_ready=fresh_ready is not None,
+        fresh_status=fresh_status,
+        fresh_errors=fresh.errors(),
+        **files,
+    )
+    return expected
+
+
 def main() -> None:
     fail_if_not_root()
     POD.mkdir(parents=True, exist_ok=True)
@@ -226,6 +283,7 @@ def main() -> None:
             device_bytes += GROWTH_STEP
             resize(VOLUME_NAME, linear_table("/dev/vda", device_bytes))
         expected = kill_at(point, secret, expected, device_bytes)
+    sidecar_restart(secret, expected)
     report("done")
 
 

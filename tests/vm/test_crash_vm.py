@@ -257,3 +257,24 @@ def test_a_growth_cut_short_by_a_kill_is_completed_by_the_next_start(
     # The mapping is the device less the 16 MiB header area; ext4 fills it to the block.
     data_area = facts["device_bytes"] - 16 * MiB
     assert data_area - 4096 < facts["file_system_bytes"] <= data_area
+
+
+def test_a_restarted_initializer_takes_over_the_volume_the_application_still_uses(
+    data_kills: Steps,
+) -> None:
+    facts = data_kills["sidecar restart"]
+    assert facts["first_ready"] and facts["still_mounted_after_kill"]
+    assert facts["restarted_ready"], facts["restarted_errors"]
+    assert facts["taken_over"] and not facts["formatted_again"]
+    assert facts["writer_alive_at_takeover"] and facts["acked"] >= 2
+    assert facts["restarted_status"] == 0
+
+
+def test_a_taken_over_volume_is_unmounted_and_closed_at_sigterm_with_no_file_lost(
+    data_kills: Steps,
+) -> None:
+    facts = data_kills["sidecar restart"]
+    assert facts["mappings_after_stop"] == []
+    assert not any(source.startswith("/dev/mapper/") for source in facts["mounted_after_stop"])
+    assert facts["fresh_ready"], facts["fresh_errors"]
+    assert facts["missing"] == [] and facts["corrupt"] == []
