@@ -31,6 +31,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -294,5 +295,43 @@ def mapping_path(name: str) -> Path:
     return Path("/dev/mapper") / name
 
 
-def mapping_exists(name: str) -> bool:
-    return os.path.exists(mapping_path(name))
+def kernel_device_number(name: str, sys_block: Path = Path("/sys/block")) -> int | None:
+    """The device number of the device-mapper device ``name`` as the kernel knows it, or
+    None. Asks sysfs, not /dev: a restarted container has a fresh /dev without the node
+    libdevmapper made in the old one, while the mapping lives on in the kernel."""
+    for dm in sorted(sys_block.glob("dm-*")):
+        try:
+            if (dm / "dm" / "name").read_text().strip() != name:
+                continue
+            major, minor = (dm / "dev").read_text().strip().split(":")
+        except (OSError, ValueError):  # removed while we looked
+            continue
+        return os.makedev(int(major), int(minor))
+    return None
+
+
+def mapping_exists(
+    name: str, sys_block: Path = Path("/sys/block"), dev_mapper: Path = Path("/dev/mapper")
+) -> bool:
+    """Whether the kernel has the mapping NAME; its node in /dev/mapper is made if missing
+    (or replaced, if a stale node there names another device)."""
+    number = kernel_device_number(name, sys_block)
+    if number is None:
+        return False
+    path = dev_mapper / name
+    try:
+        try:
+            if os.stat(path).st_rdev == number:
+                return True
+            path.unlink()
+        except FileNotFoundError:
+            pass
+        dev_mapper.mkdir(parents=True, exist_ok=True)
+        os.mknod(path, stat.S_IFBLK | 0o600, number)
+    except OSError as exc:
+        raise CryptsetupFailed(
+            f"the mapping {name} exists in the kernel, but its device node {path} cannot be "
+            f"made ({exc.strerror}); the Initializer needs a writable /dev (a privileged "
+            "container)"
+        ) from None
+    return True

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Callable
 from pathlib import Path
 
@@ -40,3 +42,30 @@ def test_no_device_mapper_devices_means_nothing_to_remove(
     device = loop_device(sparse_image(tmp_path / "volume.img", 32 * MiB))
     assert luks.temporary_devices_on(device, tmp_path / "empty") == []
     assert luks.temporary_devices_on(device) == []  # none stacked on a fresh loop device
+
+
+def fake_mapping(sys_block: Path, index: int, name: str, number: str) -> None:
+    device = sys_block / f"dm-{index}"
+    (device / "dm").mkdir(parents=True)
+    (device / "dm" / "name").write_text(name + "\n")
+    (device / "dev").write_text(number + "\n")
+
+
+def test_a_mapping_is_found_in_the_kernel_and_its_missing_node_made(tmp_path: Path) -> None:
+    sys_block, dev_mapper = tmp_path / "sys-block", tmp_path / "dev-mapper"
+    fake_mapping(sys_block, 0, "securepv-other", "253:0")
+    fake_mapping(sys_block, 3, "securepv-csi0", "253:3")
+    assert luks.mapping_exists("securepv-csi0", sys_block, dev_mapper)
+    node = os.stat(dev_mapper / "securepv-csi0")
+    assert stat.S_ISBLK(node.st_mode) and node.st_rdev == os.makedev(253, 3)
+    assert not luks.mapping_exists("securepv-gone", sys_block, dev_mapper)
+    assert not (dev_mapper / "securepv-gone").exists()
+
+
+def test_a_stale_node_naming_another_device_is_replaced(tmp_path: Path) -> None:
+    sys_block, dev_mapper = tmp_path / "sys-block", tmp_path / "dev-mapper"
+    fake_mapping(sys_block, 3, "securepv-csi0", "253:3")
+    dev_mapper.mkdir()
+    os.mknod(dev_mapper / "securepv-csi0", stat.S_IFBLK | 0o600, os.makedev(253, 9))
+    assert luks.mapping_exists("securepv-csi0", sys_block, dev_mapper)
+    assert os.stat(dev_mapper / "securepv-csi0").st_rdev == os.makedev(253, 3)
