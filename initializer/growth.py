@@ -22,7 +22,7 @@ updates to the grown device only while it activates the mapping. So the first op
 a growth still has the old size; the Initializer sees the superblock now offering more and
 opens the mapping once more (:func:`integrity_offers_more`). The new sectors were never
 written and carry no valid tag, so every read of them fails: before resize2fs they are
-written with zeros once (:func:`prepare_integrity_growth`).
+written with zeros once, a step at a time (:func:`grow_integrity_in_steps`).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from pathlib import Path
 from contrast.log import event, step
 from contrast.process import CommandError, require_binary, run
 from initializer import faults, termination
-from initializer.device import DeviceError, read_region
+from initializer.device import DeviceError, describe_read_failure, read_region
 from initializer.errors import InitializerError
 
 log = logging.getLogger("initializer")
@@ -63,9 +63,11 @@ _MAX_LOG_BLOCK_SIZE = 6
 # integrity protection (the kernel's drivers/md/dm-integrity.c, struct superblock).
 DM_INTEGRITY_MAGIC = b"integrt\0"
 _PROVIDED_DATA_SECTORS = 16
-_DM_INTEGRITY_SUPERBLOCK_BYTES = 512
+DIRECT_READ_BYTES = 4096  # the superblock's first sector, read as one 4 KiB block
 INTEGRITY_TAG_BYTES = 32  # hmac-sha256, per 4 KiB sector
 ZERO_CHUNK_BYTES = 1024 * 1024
+INTEGRITY_GROWTH_STEP = 1024 * 1024 * 1024
+GROUP_BYTES = 128 * 1024 * 1024
 
 
 class SuperblockInvalid(InitializerError):
@@ -179,21 +181,42 @@ def mapping_size(mapping: Path) -> int:
         os.close(fd)
 
 
-def integrity_provided_bytes(device: str, data_offset: int) -> int | None:
-    """How many bytes of data dm-integrity's superblock says the device provides, or None
-    if there is no dm-integrity superblock at the data offset.
-
-    The superblock is the storage provider's to change: the figure only decides whether to
-    open the mapping once more, which cryptsetup sizes from the same superblock anyway, and
-    what a refusal says; the ext4 size check after the open does not depend on it.
-    """
-    superblock = read_region(device, data_offset, _DM_INTEGRITY_SUPERBLOCK_BYTES)
+def parse_integrity_provided_bytes(superblock: bytes) -> int | None:
+    """The bytes of data a dm-integrity superblock says its device provides, or None if
+    ``superblock`` is not one."""
     if superblock[: len(DM_INTEGRITY_MAGIC)] != DM_INTEGRITY_MAGIC:
         return None
-    sectors = int.from_bytes(
-        superblock[_PROVIDED_DATA_SECTORS : _PROVIDED_DATA_SECTORS + 8], "little"
-    )
-    return sectors * 512
+    field = superblock[_PROVIDED_DATA_SECTORS : _PROVIDED_DATA_SECTORS + 8]
+    return int.from_bytes(field, "little") * 512 if len(field) == 8 else None
+
+
+def integrity_provided_bytes(device: str, data_offset: int) -> int | None:
+    """What dm-integrity's superblock at the data offset says the device provides.
+
+    Read with O_DIRECT: the kernel writes the superblock while it activates the mapping,
+    past the page cache, which may still hold the copy an earlier start read. The superblock
+    is the storage provider's to change: the figure only decides whether to open the mapping
+    once more, which cryptsetup sizes from the same superblock anyway, and what a refusal
+    says; the ext4 size check after the open does not depend on it.
+    """
+    return parse_integrity_provided_bytes(read_direct(device, data_offset, DIRECT_READ_BYTES))
+
+
+def read_direct(path: str, offset: int, length: int) -> bytes:
+    """``length`` bytes at ``offset`` (both multiples of 4 KiB), past the page cache."""
+    buffer = mmap.mmap(-1, length)  # page-aligned, as O_DIRECT needs
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECT | os.O_CLOEXEC)
+        try:
+            with memoryview(buffer) as view:
+                count = os.preadv(fd, [view], offset)
+        finally:
+            os.close(fd)
+        return bytes(buffer[:count])
+    except OSError as exc:
+        raise DeviceError(describe_read_failure(path, offset, length, exc)) from None
+    finally:
+        buffer.close()
 
 
 def integrity_offers_more(device: str, data_offset: int, mapping: Path) -> bool:
@@ -239,29 +262,60 @@ def check_volume_fits(device: str, mapping: Path, data_offset: int) -> Sizes:
     return sizes
 
 
-def prepare_integrity_growth(sizes: Sizes, mapping: Path) -> None:
-    """Write zeros once over the mapping beyond the file system, before it grows.
+def grow_integrity_in_steps(
+    sizes: Sizes,
+    mapping: Path,
+    resize2fs: str,
+    step_bytes: int = INTEGRITY_GROWTH_STEP,
+    group_bytes: int = GROUP_BYTES,
+) -> None:
+    """Grow a volume with integrity protection: zero a step of the new sectors, grow ext4 over
+    it, and again, up to the mapping's end.
 
     The sectors a growth adds were never written, so they carry no valid integrity tag and
     every read of them fails, and the kernel's online resize reads some of them (the new last
-    block, descriptor and bitmap blocks of the new groups): the first try in the microVM
-    left the file system half grown and read-only. Written once, they read as zeros, as on a
-    volume without integrity. The start of the range is the file system's end as the mounted
-    kernel sees it (its live superblock, which includes a growth that the journal replayed at
-    mount), so nothing written holds data. The cost is proportional to the growth, not to
-    the device; a start killed in the middle writes the range again.
+    block, descriptor and bitmap blocks of the new groups): the first try in the microVM left
+    the file system half grown and read-only. Written once, they read as zeros, as on a
+    volume without integrity. Each step starts at the file system's end as the mounted kernel
+    sees it (its live superblock, which includes a growth the journal replayed at mount), so
+    nothing written holds data. The cost is proportional to the growth, not to the device;
+    and since ext4's block count records each finished step, a start killed in the middle
+    (say, by a startup probe running out) loses at most one step's work.
     """
+    name = f"{sizes.device} (opened as {mapping})"
+    end = sizes.mapping_bytes // sizes.file_system.block_size * sizes.file_system.block_size
     live = read_file_system_size(sizes.device, mapping).size_bytes
-    if live >= sizes.mapping_bytes:
-        return
-    with step(
-        log,
-        "integrity-prepare-growth",
-        device=sizes.device,
-        offset=live,
-        bytes=sizes.mapping_bytes - live,
-    ):
-        zero_range(mapping, live, sizes.mapping_bytes, name=f"{sizes.device} (opened as {mapping})")
+    while live < end:
+        # Steps end on block-group boundaries (128 MiB with 4 KiB blocks), so no step leaves
+        # a last group too small for its own metadata.
+        target = min((live + step_bytes) // group_bytes * group_bytes, end)
+        with step(
+            log, "integrity-prepare-growth", device=sizes.device, offset=live, bytes=target - live
+        ):
+            zero_range(mapping, live, target, name)
+        resize(resize2fs, mapping, sizes, f"{target // 1024}K")
+        grown = read_file_system_size(sizes.device, mapping).size_bytes
+        if grown <= live:  # resize2fs found nothing it could add
+            return
+        live = grown
+
+
+def resize(resize2fs: str, mapping: Path, sizes: Sizes, size: str | None = None) -> None:
+    """resize2fs on the mounted file system (online: EXT4_IOC_RESIZE_FS), to ``size`` or, by
+    default, to the mapping's end."""
+    try:
+        with faults.during("grow-file-system"):
+            run(
+                [resize2fs, str(mapping), *([size] if size else [])],
+                timeout=RESIZE_TIMEOUT_SECONDS,
+            )
+    except CommandError as exc:
+        raise GrowthFailed(
+            f"{sizes.device}: the device grew, but growing its ext4 file system online "
+            f"from {sizes.file_system.size_bytes} to {sizes.mapping_bytes} bytes failed: "
+            f"{exc}. The workload was not started; look for ext4 errors in the kernel log "
+            "(dmesg), then start again (the next start retries the growth)."
+        ) from None
 
 
 def zero_range(path: Path, start: int, end: int, name: str) -> None:
@@ -300,29 +354,17 @@ def grow_file_system(
     """After mounting: grow ext4 online to fill the mapping, if the device grew."""
     if not sizes.needs_growth:
         return
-    if integrity:
-        prepare_integrity_growth(sizes, mapping)
     resize2fs = require_binary("resize2fs", E2FSPROGS_PACKAGE)
-    old_bytes = sizes.file_system.size_bytes
     with step(
         log,
         "grow-file-system",
         device=sizes.device,
         mount_point=mount_point,
-        old_bytes=old_bytes,
+        old_bytes=sizes.file_system.size_bytes,
         mapping_bytes=sizes.mapping_bytes,
     ) as fields:
-        try:
-            # Given the device and no size, resize2fs finds it mounted and grows it online
-            # to the device's size (EXT4_IOC_RESIZE_FS).
-            with faults.during("grow-file-system"):
-                run([resize2fs, str(mapping)], timeout=RESIZE_TIMEOUT_SECONDS)
-        except CommandError as exc:
-            raise GrowthFailed(
-                f"{sizes.device}: the device grew, but growing its ext4 file system online "
-                f"from {old_bytes} to {sizes.mapping_bytes} bytes failed: {exc}. The workload "
-                "was not started; look for ext4 errors in the kernel log (dmesg), then start "
-                "again (the next start retries the growth)."
-            ) from None
-        # The superblock read through the device's page cache is the kernel's live copy.
+        if integrity:
+            grow_integrity_in_steps(sizes, mapping, resize2fs)
+        else:
+            resize(resize2fs, mapping, sizes)
         fields["new_bytes"] = read_file_system_size(sizes.device, mapping).size_bytes

@@ -23,11 +23,11 @@ from initializer.growth import (
     check_volume_fits,
     compare_sizes,
     grow_file_system,
+    grow_integrity_in_steps,
     integrity_offers_more,
     integrity_provided_bytes,
     mapping_size,
     parse_ext4_size,
-    prepare_integrity_growth,
     read_file_system_size,
     zero_range,
 )
@@ -264,20 +264,45 @@ def test_a_dm_integrity_area_that_fits_lets_the_open_error_stand(tmp_path: Path)
     check_integrity_area_fits(str(image), OFFSET, 256 * MiB)
 
 
-def test_before_an_integrity_growth_everything_beyond_the_file_system_is_zeroed(
+def grown_image(tmp_path: Path, fs_bytes: int, total_bytes: int) -> Path:
+    """ext4 of ``fs_bytes`` and, after it, never-written sectors (0xaa) up to ``total_bytes``."""
+    image = make_ext4(tmp_path / "volume", fs_bytes, "-b", "4096")
+    with image.open("ab") as out:
+        out.write(b"\xaa" * (total_bytes - fs_bytes))
+    return image
+
+
+def test_an_integrity_growth_zeroes_the_new_sectors_and_grows_in_steps(
     tmp_path: Path, loop_device: Callable[..., str]
 ) -> None:
-    image = make_ext4(tmp_path / "volume", 64 * MiB, "-b", "4096")
-    with image.open("ab") as out:
-        out.write(b"\xaa" * (32 * MiB))  # never-written sectors: anything but zeros
-    file_system = hashlib.sha256(image.read_bytes()[: 64 * MiB]).hexdigest()
+    image = grown_image(tmp_path, 64 * MiB, 160 * MiB)
     mapping = loop_device(image)
     sizes = check_volume_fits(mapping, Path(mapping), 0)
-    assert sizes.needs_growth
-    prepare_integrity_growth(sizes, Path(mapping))
-    data = image.read_bytes()
-    assert data[64 * MiB :] == bytes(32 * MiB)
-    assert hashlib.sha256(data[: 64 * MiB]).hexdigest() == file_system
+    # resize2fs grows the unmounted image offline here; in a pod it grows the mounted one.
+    grow_integrity_in_steps(sizes, Path(mapping), "resize2fs", 32 * MiB, 32 * MiB)
+    assert read_file_system_size(mapping, Path(mapping)).size_bytes == 160 * MiB
+    assert b"\xaa" not in image.read_bytes()[64 * MiB :]
+    subprocess.run(["e2fsck", "-fn", str(image)], check=True, capture_output=True)
+
+
+def test_zeroing_starts_at_the_live_file_system_end_not_at_the_size_seen_before_mount(
+    tmp_path: Path, loop_device: Callable[..., str]
+) -> None:
+    # The size read before mounting can be older than the live one (a growth the journal
+    # replays at mount): what lies between the two is file system, and must stay.
+    image = grown_image(tmp_path, 64 * MiB, 160 * MiB)
+    mapping = loop_device(image)
+    subprocess.run(["resize2fs", mapping, "96M"], check=True, capture_output=True)
+    before = image.read_bytes()
+    stale = compare_sizes(mapping, FileSystemSize(64 * MiB // 4096, 4096), 160 * MiB, 0)
+    no_resize = tmp_path / "resize2fs-that-does-nothing"
+    no_resize.write_text("#!/bin/sh\nexit 0\n")
+    no_resize.chmod(0o755)
+    grow_integrity_in_steps(stale, Path(mapping), str(no_resize), 32 * MiB, 32 * MiB)
+    after = image.read_bytes()
+    assert after[: 96 * MiB] == before[: 96 * MiB]
+    assert after[96 * MiB : 128 * MiB] == bytes(32 * MiB)  # one step, then nothing grew
+    assert after[128 * MiB :] == before[128 * MiB :]
 
 
 def test_a_failed_zeroing_names_the_device_and_the_range(tmp_path: Path) -> None:
