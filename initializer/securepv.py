@@ -247,9 +247,11 @@ def volume_still_mounted(config: SecurePVConfig, device: BlockDevice) -> bool:
 @contextlib.contextmanager
 def adopted_volume(config: SecurePVConfig, device: BlockDevice) -> Iterator[None]:
     """Serve the volume an earlier Initializer of this pod left mounted: check it is still
-    writable, write /done, and at SIGTERM unmount and close it as usual.
+    writable, finish a growth the earlier one did not, write /done, and at SIGTERM unmount
+    and close it as usual.
 
-    Nothing is unmounted if the takeover itself fails: the application may be using it.
+    If the volume turns out not to be writable, or the growth fails, it is left mounted: the
+    application may be using it, and the error says what to do.
     """
     mapping = luks.mapping_path(config.mapping_name)
     event(
@@ -260,17 +262,30 @@ def adopted_volume(config: SecurePVConfig, device: BlockDevice) -> Iterator[None
         mapping=mapping,
         mount_point=config.mount_point,
     )
-    ensure_writable(config.mount_point)
-    termination.check()
-    taken_over = False
     try:
+        ensure_writable(config.mount_point)
+        # The mapping keeps the size it was opened with; a growth that the earlier
+        # Initializer started on it is finished here, online.
+        sizes = growth.check_volume_fits(device.path, mapping, luks.LuksLayout.DATA_OFFSET_BYTES)
+        growth.grow_file_system(
+            sizes,
+            mapping,
+            config.mount_point,
+            integrity=config.integrity.segment_integrity is not None,
+        )
+    except InitializerError as exc:
+        raise VolumeError(
+            f"{exc} The volume was left mounted for the application; look for ext4 or "
+            "integrity errors in the kernel log (dmesg), and delete the pod to start it "
+            "afresh in a new VM."
+        ) from None
+    try:
+        termination.check()
         with done_marker(config.done_path, config.mount_point):
-            taken_over = True
             yield
     finally:
-        if taken_over:
-            unmount_patiently(config.mount_point)
-            close_mapping(config.mapping_name)
+        unmount_patiently(config.mount_point)
+        close_mapping(config.mapping_name)
 
 
 def remove_stale_temporary_devices(device: str) -> None:
@@ -563,12 +578,14 @@ def secure_pv(config: SecurePVConfig) -> Iterator[BlockDevice]:
             config.device, config.device_timeout, between_attempts=termination.check
         )
         fields.update(size_bytes=device.size_bytes, read_only=device.read_only)
-    check_device(device, config.integrity)
-    termination.check()
+    # Before the device checks: a device that changed under a running application (say,
+    # grown to an unaligned size) must not stop the takeover of the volume it still uses.
     if volume_still_mounted(config, device):
         with adopted_volume(config, device):
             yield device
         return
+    check_device(device, config.integrity)
+    termination.check()
     remove_stale_mapping(config.mapping_name)
     remove_stale_temporary_devices(device.path)
 
