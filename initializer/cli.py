@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -50,7 +51,28 @@ def _fail(exc: Exception, exit_code: int) -> None:
     sys.exit(exit_code)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]}, invoke_without_command=True)
+class OneLineErrors(click.Group):
+    """Usage errors as one line with the same prefix as every other error (click prints a
+    usage block and a hint over four lines), exit status 2."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs["standalone_mode"] = False
+        try:
+            return super().main(*args, **kwargs)
+        except click.exceptions.Abort:
+            _fail(Exception("aborted"), 1)
+        except click.ClickException as exc:
+            context = getattr(exc, "ctx", None)
+            hint = f" (see '{context.command_path} --help')" if context is not None else ""
+            _fail(Exception(exc.format_message() + hint), exc.exit_code)
+        return None
+
+
+@click.group(
+    cls=OneLineErrors,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    invoke_without_command=True,
+)
 @click.pass_context
 def main(context: click.Context) -> None:
     """The Contrast Initializer: runs in a confidential pod and sets up its secure volume.
@@ -167,13 +189,14 @@ def attest_and_serve(environ: Mapping[str, str]) -> None:
 )
 @click.option(
     "--integrity",
+    envvar=INTEGRITY_ENV,
     type=click.Choice(luks.INTEGRITY_MODES),
     default=luks.NO_INTEGRITY.name,
     show_default=True,
     help="Integrity protection: hmac-sha256 makes reads of blocks changed outside the guest "
     "fail instead of returning wrong data (costs space and write throughput; see "
-    "README, Integrity protection). A volume always opens only with the setting it was "
-    "formatted with.",
+    f"README, Integrity protection). A volume always opens only with the setting it was "
+    f"formatted with [env: {INTEGRITY_ENV}].",
 )
 def cryptsetup_command(
     device_path: str,

@@ -73,6 +73,45 @@ def test_unknown_option_is_a_usage_error() -> None:
     assert "--frobnicate" in result.stderr and "No such option" in result.stderr
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("cryptsetup",),
+        ("cryptsetup", "-d", "/dev/x", "-m", "/x", "--integrity", "bogus"),
+        ("cryptsetup", "-d", "/dev/x", "-m", "/x", "--device-timeout", "-1"),
+        ("no-such-command",),
+    ],
+)
+def test_a_usage_error_is_one_line_with_the_error_prefix(args: tuple[str, ...]) -> None:
+    result = run(*args)
+    assert result.returncode == 2
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("initializer: error: ") and "--help" in line
+
+
+def test_integrity_comes_from_the_environment_too(
+    tmp_path: Path, secret_file: Path, luks_image: Path, loop_device: Callable[..., str]
+) -> None:
+    # A volume formatted without integrity, started with CRYPTSETUP_INTEGRITY=hmac-sha256:
+    # refused, as with --integrity; the variable must not be ignored.
+    image = tmp_path / "volume.img"
+    image.write_bytes(luks_image.read_bytes())
+    before = checksum(image)
+    result = run(
+        *cryptsetup_args(loop_device(image), tmp_path, secret_file),
+        env={"CRYPTSETUP_INTEGRITY": "hmac-sha256"},
+    )
+    assert result.returncode == 1
+    assert "segment 0 has no integrity protection, but this Initializer is configured" in (
+        result.stderr
+    )
+    assert checksum(image) == before
+    result = run(
+        *cryptsetup_args("/dev/x", tmp_path, secret_file), env={"CRYPTSETUP_INTEGRITY": "bogus"}
+    )
+    assert result.returncode == 2 and "'bogus' is not one of" in result.stderr
+
+
 def test_help_documents_the_options() -> None:
     result = run("cryptsetup", "--help")
     assert result.returncode == 0
