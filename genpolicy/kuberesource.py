@@ -186,8 +186,17 @@ def workload_annotation(
     """
     own_path = ("metadata", "annotations", key)
     pod_path = (*template.path, "metadata", "annotations", key)
-    own = _annotations(resource.get("metadata")).get(key)
-    pod = _annotations(template.metadata).get(key)
+    own_annotations = _annotations(resource.get("metadata"))
+    pod_annotations = _annotations(template.metadata)
+    for found, path in ((pod_annotations, pod_path), (own_annotations, own_path)):
+        if key in found and found[key] is None:
+            raise ResourceError(
+                f"annotation {key} is present but has no value (null); give it a value, or "
+                "remove it",
+                path,
+            )
+    own = own_annotations.get(key)
+    pod = pod_annotations.get(key)
     if template.path and own is not None and pod is not None and own != pod:
         raise ResourceError(
             f"annotation {key} is {own!r} on the {resource.get('kind')} but {pod!r} on its pod "

@@ -223,12 +223,42 @@ def _construct(loader: _Loader, node: yaml.Node, stash: dict[str, str]) -> Any:
         return _restore(loader.construct_document(node), stash)
 
 
+def _refuse_duplicate_keys(node: yaml.Node, first_line: int) -> None:
+    """A mapping that names a key twice is refused: YAML loaders keep the last one silently,
+    so ``runtimeClassName`` or an annotation written twice would change what the pod gets
+    without anyone seeing it."""
+    stack, visited = [node], set()
+    while stack:
+        current = stack.pop()
+        if id(current) in visited:  # an alias, possibly of an enclosing node
+            continue
+        visited.add(id(current))
+        if isinstance(current, yaml.MappingNode):
+            seen: dict[tuple[str, str], int] = {}
+            for key_node, value_node in current.value:
+                if isinstance(key_node, yaml.ScalarNode):
+                    key = (key_node.tag, key_node.value)
+                    line = first_line + key_node.start_mark.line + 1
+                    if key in seen:
+                        raise YamlSyntaxError(
+                            line,
+                            f"duplicate key {key_node.value!r} (first on line {seen[key]}); "
+                            "a mapping may name each key once: remove one of them",
+                        )
+                    seen[key] = line
+                stack += [key_node, value_node]
+        elif isinstance(current, yaml.SequenceNode):
+            stack += current.value
+
+
 def parse_document(text: str, first_line: int) -> Document:
     stash: dict[str, str] = {}
     parsed_text = _stash(text, stash)
     loader = _Loader(parsed_text)
     try:
         node = loader.get_single_node()
+        if node is not None:
+            _refuse_duplicate_keys(node, first_line)
         data = _construct(loader, node, stash) if node is not None else None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
