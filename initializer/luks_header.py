@@ -392,10 +392,11 @@ def _check_metadata(
         keyslots_size = check.decimal("config.keyslots_size", config.get("keyslots_size"))
         if keyslots_size == LEGACY_KEYSLOTS_BYTES:
             check.fail(
-                f"config.keyslots_size is {LEGACY_KEYSLOTS_BYTES}, the layout of Initializers "
-                "from before the first-start state record (which lies in the last 4 KiB of "
-                "that area); this Initializer does not open such volumes: copy the data to "
-                "a new volume with the Initializer that made it"
+                f"config.keyslots_size is {LEGACY_KEYSLOTS_BYTES}, cryptsetup's default and "
+                "the layout of Initializers from before the first-start state record (which "
+                "lies in the last 4 KiB of that area); this Initializer does not open such "
+                "volumes: if an earlier Initializer made it, copy the data to a new volume "
+                "with that Initializer"
             )
         elif keyslots_size is not None:
             check.equal("config.keyslots_size", keyslots_size, layout.KEYSLOTS_BYTES)

@@ -355,15 +355,21 @@ def names_more_than_the_record(probe: Probe) -> bool:
     )
 
 
-def probe_contents(device: BlockDevice, metadata: bytes) -> tuple[Contents, VolumeState]:
+def probe_contents(
+    device: BlockDevice, metadata: bytes, integrity: luks.IntegrityProfile = luks.NO_INTEGRITY
+) -> tuple[Contents, VolumeState]:
     """What the device holds, and what its state record says about it."""
     luks_probe = probe_luks_magic(metadata)
     try:
         volume_state = state.read_state(device.path)
     except state.StateRecordDamaged:
         # The record's block lies where other formats keep their data (a partition, a file
-        # system, a LUKS1 data area): on a device that is not ours, what it holds is the
-        # clearer refusal. classify raises DeviceNotBlank for anything but blank or LUKS2.
+        # system, a LUKS1 data area, the keyslots area of a LUKS2 header made with other
+        # options): on a device that is not ours, what it holds is the clearer refusal.
+        # classify raises DeviceNotBlank for anything but blank or LUKS2; the header check
+        # raises HeaderRejected for a LUKS2 header other than ours.
+        if luks_probe is not None and luks_probe.tags.get("VERSION") == "2":
+            check_header(device.path, metadata, device.size_bytes, integrity)
         probe = luks_probe or probe_raw_device(device.path, device.size_bytes)
         if names_more_than_the_record(probe):
             classify(device.path, probe)
@@ -591,7 +597,7 @@ def secure_pv(config: SecurePVConfig) -> Iterator[BlockDevice]:
 
     with step(log, "probe", device=device.path) as fields:
         metadata = read_region(device.path, 0, METADATA_AREA_BYTES)
-        contents, volume_state = probe_contents(device, metadata)
+        contents, volume_state = probe_contents(device, metadata, config.integrity)
         fields.update(contents=contents.value, state=volume_state.value)
     faults.boundary("probe")
     first_start = contents in (Contents.BLANK, Contents.UNFINISHED)

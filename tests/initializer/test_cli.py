@@ -413,3 +413,55 @@ def test_volume_whose_device_grew_to_an_unaligned_size_is_refused_untouched(
     assert "not a multiple of the 4096-byte encryption sector" in result.stderr
     assert "opens again once its claim is expanded" in result.stderr
     assert checksum(image) == before
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        # cryptsetup's defaults: its keyslots area, filled with random bytes, covers the
+        # place of the state record.
+        ([], "cryptsetup's default"),
+        # The project's first layout: the keyslots area reached the data offset.
+        (
+            [
+                "--cipher=aes-xts-plain64",
+                "--key-size=512",
+                "--sector-size=4096",
+                "--luks2-metadata-size=16384",
+                f"--luks2-keyslots-size={16 * MiB - 32 * 1024}",
+                "--offset=32768",
+            ],
+            "the layout of Initializers from before the first-start state record",
+        ),
+    ],
+)
+def test_a_luks2_header_made_otherwise_is_refused_by_the_header_check_not_as_a_damaged_record(
+    tmp_path: Path,
+    secret_file: Path,
+    loop_device: Callable[..., str],
+    options: list[str],
+    expected: str,
+) -> None:
+    image = sparse_image(tmp_path / "volume.img", 64 * MiB)
+    subprocess.run(
+        [
+            "cryptsetup",
+            "luksFormat",
+            "--batch-mode",
+            "--type=luks2",
+            "--pbkdf=pbkdf2",
+            "--pbkdf-force-iterations=1000",
+            "--key-file=-",
+            *options,
+            str(image),
+        ],
+        input=b"k" * 32,
+        check=True,
+        capture_output=True,
+    )
+    before = checksum(image)
+    result = run(*cryptsetup_args(loop_device(image), tmp_path, secret_file))
+    assert result.returncode == 1
+    (line,) = [line for line in result.stderr.splitlines() if "initializer: error:" in line]
+    assert expected in line and "state record (offset" not in line
+    assert checksum(image) == before

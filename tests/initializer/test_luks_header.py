@@ -747,7 +747,7 @@ def test_a_volume_of_the_first_layout_is_refused_saying_what_it_is(
     legacy = str(LAYOUT.DATA_OFFSET_BYTES - 2 * LAYOUT.METADATA_BYTES)
     forged = forge.with_json(pristine_header, lambda m: m["config"].update(keyslots_size=legacy))
     message = rejected(forged)
-    assert f"config.keyslots_size is {legacy}, the layout of Initializers from before" in message
+    assert f"config.keyslots_size is {legacy}, cryptsetup's default and the layout of" in message
     assert "copy the data to a new volume" in message
 
 
