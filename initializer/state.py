@@ -76,10 +76,12 @@ def decode(device: str, block: bytes) -> VolumeState:
     state = _RECORDS.get(bytes(block))
     if state is not None:
         return state
-    shown = bytes(block[:64]).rstrip(b"\0")
+    first = next((index for index, byte in enumerate(bytes(block)) if byte), 0)
+    shown = bytes(block[first : first + 64]).rstrip(b"\0")
     raise StateRecordDamaged(
         f"{device}: the Initializer's state record (offset {RECORD_OFFSET}, the block before "
-        f"the data area) holds {shown!r}, which is neither empty nor a record this Initializer "
+        f"the data area) holds {shown!r} at offset {RECORD_OFFSET + first}, which is neither "
+        "empty nor a record this Initializer "
         "writes: it was damaged or written by something else. The device was left untouched; "
         "restore it from a backup or give the pod a blank volume."
     )

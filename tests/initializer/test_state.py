@@ -75,3 +75,11 @@ def test_write_then_read_on_a_device_image(tmp_path: Path) -> None:
     assert read_state(str(image)) is VolumeState.INITIALIZED
     data = image.read_bytes()
     assert not any(data[:RECORD_OFFSET]) and not any(data[RECORD_OFFSET + RECORD_BYTES :])
+
+
+def test_a_damaged_record_shows_where_its_first_non_zero_byte_is() -> None:
+    block = bytearray(RECORD_BYTES)
+    block[3000] = 0x7F
+    with pytest.raises(StateRecordDamaged) as raised:
+        decode("/dev/vdx", bytes(block))
+    assert f"holds b'\\x7f' at offset {RECORD_OFFSET + 3000}" in str(raised.value)
