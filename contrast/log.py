@@ -74,13 +74,16 @@ def step(logger: logging.Logger, name: str, **fields: object) -> Iterator[dict[s
         yield extra
     except BaseException as exc:
         duration_ms = round((time.monotonic() - start) * 1000, 1)
+        # Not an Exception (a termination signal, Ctrl-C): the step was cut short on
+        # purpose, which is no error.
+        interrupted = not isinstance(exc, Exception)
         event(
             logger,
             name,
-            logging.ERROR,
+            logging.INFO if interrupted else logging.ERROR,
             **fields,
             **extra,
-            status="failed",
+            status="interrupted" if interrupted else "failed",
             error=type(exc).__name__,
             duration_ms=duration_ms,
         )
