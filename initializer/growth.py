@@ -239,10 +239,11 @@ def check_integrity_area_fits(device: str, data_offset: int, device_bytes: int) 
         raise DeviceShrunk(
             f"{device} is smaller than the volume on it: its dm-integrity area provides "
             f"{provided} bytes of data, which with their integrity tags need more than the "
-            f"{device_bytes} bytes the device now has (the device shrank). Shrinking a "
-            "secure PV is not supported; the volume was not opened and the device was not "
-            f"changed. Restore the device to its earlier size (at least {needed} bytes plus "
-            "dm-integrity's journal), then start again."
+            f"{device_bytes} bytes the device now has (the device shrank, or dm-integrity's "
+            "superblock was changed). Shrinking a secure PV is not supported; the volume was "
+            "not opened and the device was not changed. Restore the device to its earlier "
+            f"size (more than {needed} bytes: dm-integrity's journal comes on top), then "
+            "start again."
         )
 
 

@@ -231,7 +231,9 @@ def open_with_detached_header(device: str, header_path: str, name: str, key: byt
     if result.returncode != 0:
         raise CryptsetupFailed(
             f"{device}: cryptsetup open failed with exit status {result.returncode}: "
-            f"{result.stderr}"
+            f"{result.stderr}. The device was not changed; look for device-mapper errors in "
+            "the kernel log (dmesg): a device smaller than when the volume was made is "
+            "refused there, so restore its size if it shrank"
         )
 
 

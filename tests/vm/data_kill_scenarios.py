@@ -113,6 +113,14 @@ def tear_down_pod() -> None:
     while any(source.startswith("/dev/mapper/") for source in mounted_at(STATE)):
         subprocess.run(["umount", str(STATE)], check=True)
     DONE.unlink(missing_ok=True)
+    forget_mapping_nodes()
+
+
+def forget_mapping_nodes() -> None:
+    """The next container gets a fresh /dev: the /dev/mapper nodes the killed Initializer's
+    libdevmapper made are gone, while its mappings may live on in the kernel."""
+    for node in Path("/dev/mapper").glob("securepv-*"):
+        node.unlink()
 
 
 def command_running(init: Initializer, step: str) -> bool:
@@ -221,7 +229,9 @@ def sidecar_restart(secret: Path, expected: str) -> str:
     )
     wait_until(lambda: (STATE / f"file-{trial}-1").exists())
     killed_status, _ = first.terminate(signal.SIGKILL)
+    files_at_kill = len(list(STATE.glob(f"file-{trial}-*")))
     DONE.unlink(missing_ok=True)  # it lived in the killed container
+    forget_mapping_nodes()
     still_mounted = any(source.startswith("/dev/mapper/") for source in mounted_at(STATE))
 
     restarted = Initializer(VOLUME, STATE, secret, DONE).start("sidecar-restarted")
@@ -253,6 +263,7 @@ def sidecar_restart(secret: Path, expected: str) -> str:
         formatted_again="event=luks-format" in restarted.output(),
         writer_alive_at_takeover=writer_alive,
         acked=acked,
+        files_at_kill=files_at_kill,
         restarted_status=status,
         restarted_errors=restarted.errors(),
         **after_stop,

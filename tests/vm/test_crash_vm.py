@@ -266,7 +266,10 @@ def test_a_restarted_initializer_takes_over_the_volume_the_application_still_use
     assert facts["first_ready"] and facts["still_mounted_after_kill"]
     assert facts["restarted_ready"], facts["restarted_errors"]
     assert facts["taken_over"] and not facts["formatted_again"]
-    assert facts["writer_alive_at_takeover"] and facts["acked"] >= 2
+    assert facts["writer_alive_at_takeover"]
+    # The application wrote on after its Initializer was killed: more files were acked
+    # than existed at the kill.
+    assert facts["acked"] > facts["files_at_kill"]
     assert facts["restarted_status"] == 0
 
 
