@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from initializer import luks
-from tests.vm.boot import Steps, boot
+from tests.vm.boot import Steps, boot, sparse_disk
 
 pytestmark = pytest.mark.vm
 
@@ -27,12 +27,6 @@ GiB = 1024 * MiB
 BLOCK = 4096
 # Inside the middle block, away from its edges.
 FLIPPED_BYTE = 1000
-
-
-def sparse_disk(path: Path, size: int) -> Path:
-    with path.open("wb") as disk:
-        disk.truncate(size)
-    return path
 
 
 def occurrences(image: Path, needle: bytes) -> list[int]:

@@ -17,6 +17,13 @@ RUNNER = PROJECT / "tests" / "vm" / "run"
 Steps = dict[str, dict[str, Any]]
 
 
+def sparse_disk(path: Path, size: int) -> Path:
+    """A disk image of ``size`` bytes that takes no space until written."""
+    with path.open("wb") as disk:
+        disk.truncate(size)
+    return path
+
+
 def boot(disks: list[Path], module: str, *args: str, timeout: float = 3600) -> Steps:
     """Run ``python -m module args`` in a microVM with ``disks``; the facts of each step.
 

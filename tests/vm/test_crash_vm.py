@@ -25,7 +25,7 @@ import pytest
 
 from initializer import faults
 from tests.vm import data_kill_scenarios
-from tests.vm.boot import RUNNER, Steps, boot
+from tests.vm.boot import RUNNER, Steps, boot, sparse_disk
 from tests.vm.guest import RESULT_PREFIX
 
 pytestmark = pytest.mark.vm
@@ -43,12 +43,6 @@ INITIALIZED = ["after:state-initialized", "after:mount", "after:done"]
 # from the device found to well after /done (its own work takes about 3 s in the VM).
 POWER_CUTS = [("state-formatting", 0.3), ("luks-open", 0.3), ("wait-device", 5.0)]
 UNFINISHED_CUTS = 2
-
-
-def sparse_disk(path: Path, size: int) -> Path:
-    with path.open("wb") as disk:
-        disk.truncate(size)
-    return path
 
 
 @pytest.fixture(scope="module", params=["none", "hmac-sha256"])

@@ -5,23 +5,16 @@ One boot; each test asserts one behaviour over all the replayed flush points."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.vm.boot import Steps, boot
+from tests.vm.boot import Steps, boot, sparse_disk
 from tests.vm.flush_scenarios import FILES
 
 pytestmark = pytest.mark.vm
 
 MiB = 1024 * 1024
-
-
-def sparse_disk(path: Path, size: int) -> Path:
-    with path.open("wb") as disk:
-        disk.truncate(size)
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -6,25 +6,18 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from initializer.luks import LuksLayout
-from tests.vm.boot import Steps, boot
+from tests.vm.boot import Steps, boot, sparse_disk
 
 pytestmark = pytest.mark.vm
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
 DATA_OFFSET = LuksLayout.DATA_OFFSET_BYTES
-
-
-def sparse_disk(path: Path, size: int) -> Path:
-    with path.open("wb") as disk:
-        disk.truncate(size)
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -9,21 +9,14 @@ from __future__ import annotations
 
 import os
 import subprocess
-from pathlib import Path
 
 import pytest
 
-from tests.vm.boot import Steps, boot
+from tests.vm.boot import Steps, boot, sparse_disk
 
 pytestmark = pytest.mark.vm
 
 MiB = 1024 * 1024
-
-
-def sparse_disk(path: Path, size: int) -> Path:
-    with path.open("wb") as disk:
-        disk.truncate(size)
-    return path
 
 
 @pytest.fixture(scope="module")
