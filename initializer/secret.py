@@ -29,8 +29,9 @@ def parse_workload_secret(text: bytes, source: Path) -> bytes:
         secret = binascii.unhexlify(stripped)
     except (binascii.Error, ValueError):
         raise WorkloadSecretError(
-            f"workload secret file {source} is not hex text (expected an even number of the "
-            "characters 0-9a-f, as the Initializer's attestation step writes it)"
+            f"workload secret file {source} is not hex text (expected an even number of hex "
+            "digits, 0-9 and a-f in either case, as the Initializer's attestation step writes "
+            "them)"
         ) from None
     if len(secret) < MIN_WORKLOAD_SECRET_BYTES:
         raise WorkloadSecretError(
