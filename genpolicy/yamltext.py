@@ -236,7 +236,8 @@ def _refuse_duplicate_keys(node: yaml.Node, first_line: int) -> None:
         if isinstance(current, yaml.MappingNode):
             seen: dict[tuple[str, str], int] = {}
             for key_node, value_node in current.value:
-                if isinstance(key_node, yaml.ScalarNode):
+                # "<<" merge keys may repeat: each merges its mapping in.
+                if isinstance(key_node, yaml.ScalarNode) and key_node.tag != _MERGE_TAG:
                     key = (key_node.tag, key_node.value)
                     line = first_line + key_node.start_mark.line + 1
                     if key in seen:

@@ -283,6 +283,8 @@ def grow_integrity_in_steps(
     and since ext4's block count records each finished step, a start killed in the middle
     (say, by a startup probe running out) loses at most one step's work.
     """
+    if step_bytes < group_bytes:
+        raise ValueError(f"a growth step of {step_bytes} bytes is less than a block group")
     name = f"{sizes.device} (opened as {mapping})"
     end = sizes.mapping_bytes // sizes.file_system.block_size * sizes.file_system.block_size
     live = read_file_system_size(sizes.device, mapping).size_bytes

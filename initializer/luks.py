@@ -323,9 +323,10 @@ def mapping_exists(
     path = dev_mapper / name
     try:
         try:
-            if os.stat(path).st_rdev == number:
+            node = os.lstat(path)
+            if stat.S_ISBLK(node.st_mode) and node.st_rdev == number:
                 return True
-            path.unlink()
+            path.unlink()  # a stale node, or something else under the mapping's name
         except FileNotFoundError:
             pass
         dev_mapper.mkdir(parents=True, exist_ok=True)

@@ -162,7 +162,8 @@ def opened_mapping(
                 open_mapping(device, header, header_path, name, key, integrity)
         yield header
     finally:
-        if luks.mapping_exists(name):
+        # Asked of the kernel alone: whatever made the open fail must not be hidden here.
+        if luks.kernel_device_number(name) is not None:
             close_mapping(name)
 
 
@@ -262,23 +263,29 @@ def adopted_volume(config: SecurePVConfig, device: BlockDevice) -> Iterator[None
         mapping=mapping,
         mount_point=config.mount_point,
     )
+    # What the volume is, from the kernel: its mapping stands on a dm-integrity device or not
+    # (the configured setting could differ when the command is run by hand).
+    with_integrity = luks.mapping_exists(config.mapping_name + luks.INTEGRITY_DEVICE_SUFFIX)
     try:
-        ensure_writable(config.mount_point)
-        # The mapping keeps the size it was opened with; a growth that the earlier
-        # Initializer started on it is finished here, online.
-        sizes = growth.check_volume_fits(device.path, mapping, luks.LuksLayout.DATA_OFFSET_BYTES)
-        growth.grow_file_system(
-            sizes,
-            mapping,
-            config.mount_point,
-            integrity=config.integrity.segment_integrity is not None,
-        )
-    except InitializerError as exc:
-        raise VolumeError(
-            f"{exc} The volume was left mounted for the application; look for ext4 or "
-            "integrity errors in the kernel log (dmesg), and delete the pod to start it "
-            "afresh in a new VM."
-        ) from None
+        try:
+            ensure_writable(config.mount_point)
+            # The mapping keeps the size it was opened with; a growth that the earlier
+            # Initializer started on it is finished here, online.
+            sizes = growth.check_volume_fits(
+                device.path, mapping, luks.LuksLayout.DATA_OFFSET_BYTES
+            )
+            growth.grow_file_system(sizes, mapping, config.mount_point, integrity=with_integrity)
+        except InitializerError as exc:
+            raise VolumeError(
+                f"{exc} (This start took over a volume still mounted for the application: "
+                "it was left mounted; look for ext4 or integrity errors in the kernel log "
+                "(dmesg), and delete the pod to start it afresh in a new VM.)"
+            ) from None
+    except termination.Terminated:
+        # The pod is being stopped (the application first): unmount as a teardown does.
+        unmount_patiently(config.mount_point)
+        close_mapping(config.mapping_name)
+        raise
     try:
         termination.check()
         with done_marker(config.done_path, config.mount_point):

@@ -9,6 +9,7 @@ import yaml
 
 from genpolicy.yamltext import (
     Style,
+    YamlSyntaxError,
     guess_style,
     parse_document,
     render_scalar,
@@ -201,3 +202,15 @@ def test_a_file_with_crlf_line_endings_keeps_them_on_inserted_lines() -> None:
         data["outer"]["b"] = 2
 
     assert edited(text, add) == "outer:\r\n  a: 1 # one\r\n  b: 2\r\n"
+
+
+def test_a_key_named_twice_is_refused_with_both_lines() -> None:
+    with pytest.raises(YamlSyntaxError) as raised:
+        parse_document("a:\n  b: 1\n  c: 2\n  b: 3\n", 10)
+    assert raised.value.line == 14
+    assert "duplicate key 'b' (first on line 12)" in raised.value.problem
+
+
+def test_merge_keys_may_repeat_and_merge_as_yaml_does() -> None:
+    text = "x: &x {a: 1}\ny: &y {b: 2}\nz:\n  <<: *x\n  <<: *y\n  c: 3\n"
+    assert parse_document(text, 0).data == yaml.safe_load(text)

@@ -69,3 +69,13 @@ def test_a_stale_node_naming_another_device_is_replaced(tmp_path: Path) -> None:
     os.mknod(dev_mapper / "securepv-csi0", stat.S_IFBLK | 0o600, os.makedev(253, 9))
     assert luks.mapping_exists("securepv-csi0", sys_block, dev_mapper)
     assert os.stat(dev_mapper / "securepv-csi0").st_rdev == os.makedev(253, 3)
+
+
+def test_something_else_under_the_mappings_name_is_replaced_by_the_node(tmp_path: Path) -> None:
+    sys_block, dev_mapper = tmp_path / "sys-block", tmp_path / "dev-mapper"
+    fake_mapping(sys_block, 3, "securepv-csi0", "253:3")
+    dev_mapper.mkdir()
+    (dev_mapper / "securepv-csi0").symlink_to(tmp_path / "nowhere")
+    assert luks.mapping_exists("securepv-csi0", sys_block, dev_mapper)
+    node = os.lstat(dev_mapper / "securepv-csi0")
+    assert stat.S_ISBLK(node.st_mode) and node.st_rdev == os.makedev(253, 3)
