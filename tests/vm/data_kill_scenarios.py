@@ -113,7 +113,6 @@ def tear_down_pod() -> None:
     while any(source.startswith("/dev/mapper/") for source in mounted_at(STATE)):
         subprocess.run(["umount", str(STATE)], check=True)
     DONE.unlink(missing_ok=True)
-    forget_mapping_nodes()
 
 
 def forget_mapping_nodes() -> None:
