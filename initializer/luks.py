@@ -323,12 +323,14 @@ def mapping_exists(
     path = dev_mapper / name
     try:
         try:
-            node = os.lstat(path)
+            # Followed if it is a symlink (as udev makes them, to ../dm-N).
+            node = os.stat(path)
             if stat.S_ISBLK(node.st_mode) and node.st_rdev == number:
                 return True
             path.unlink()  # a stale node, or something else under the mapping's name
         except FileNotFoundError:
-            pass
+            if os.path.lexists(path):  # a dangling symlink
+                path.unlink()
         dev_mapper.mkdir(parents=True, exist_ok=True)
         os.mknod(path, stat.S_IFBLK | 0o600, number)
     except OSError as exc:

@@ -178,8 +178,6 @@ def open_mapping(
     with step(log, "luks-open", device=device.path, mapping=name), faults.during("luks-open"):
         try:
             luks.open_with_detached_header(device.path, header_path, name, key)
-            # libdevmapper makes the node; make sure it is there for what follows.
-            luks.mapping_exists(name)
         except luks.CryptsetupFailed:
             if integrity.segment_integrity is not None:
                 growth.check_integrity_area_fits(device.path, header.data_offset, device.size_bytes)
